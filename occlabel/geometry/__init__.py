@@ -1,0 +1,1 @@
+"""Pure torch geometry: projection, warping, rays and voxel indexing. No I/O here."""

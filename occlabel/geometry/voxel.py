@@ -1,0 +1,118 @@
+"""Voxel indexing and ray traversal in torch (voxel order [x, y, z], see occlabel.conventions).
+
+Everything is vectorised: no Python loops over points, rays or voxels (rays are processed in chunks
+only to bound memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from occlabel.conventions import VoxelGrid
+
+
+def grid_tensors(grid: VoxelGrid, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(lower ``[3]``, upper ``[3]``, shape ``[3]`` long) of a grid as tensors."""
+    lower = torch.tensor(grid.lower, device=device, dtype=dtype)
+    upper = torch.tensor(grid.upper, device=device, dtype=dtype)
+    shape = torch.tensor(grid.shape, device=device, dtype=torch.long)
+    return lower, upper, shape
+
+
+def points_to_voxels(points: torch.Tensor, grid: VoxelGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxel index of each point.
+
+    Args:
+        points: ``[N x 3]`` points in the grid's frame, metres.
+    Returns:
+        idx ``[N x 3]`` long (i, j, k) and valid ``[N]`` bool (inside the grid).
+    """
+    lower, _, shape = grid_tensors(grid, points.device, points.dtype)
+    idx = torch.floor((points - lower) / grid.voxel_size).long()
+    valid = ((idx >= 0) & (idx < shape)).all(-1) & torch.isfinite(points).all(-1)
+    return idx.clamp(min=torch.zeros_like(shape), max=shape - 1), valid
+
+
+def flat_index(idx: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Row-major flat index ``[N]`` of voxel indices ``[N x 3]`` in a grid of ``shape`` (X, Y, Z)."""
+    return (idx[..., 0] * shape[1] + idx[..., 1]) * shape[2] + idx[..., 2]
+
+
+def clip_rays_to_box(
+    origins: torch.Tensor, dirs: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry and exit distance of rays through an axis-aligned box (slab method).
+
+    Args:
+        origins: ``[N x 3]``; dirs: ``[N x 3]`` unit directions; lower, upper: ``[3]``.
+    Returns:
+        t_near, t_far ``[N]``; a ray misses the box where ``t_far < max(t_near, 0)``.
+    """
+    inv = 1.0 / torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
+    t0 = (lower - origins) * inv
+    t1 = (upper - origins) * inv
+    t_near = torch.minimum(t0, t1).amax(-1)
+    t_far = torch.maximum(t0, t1).amin(-1)
+    return t_near, t_far
+
+
+def ray_free_samples(
+    origins: torch.Tensor,
+    ends: torch.Tensor,
+    grid: VoxelGrid,
+    step_fraction: float = 0.5,
+    stop_before: float | None = None,
+    chunk: int = 1 << 22,
+) -> Iterator[torch.Tensor]:
+    """Flat voxel indices that rays pass through before reaching their end points (free space).
+
+    Each ray from ``origins[n]`` to ``ends[n]`` is sampled every ``step_fraction * voxel_size`` metres
+    inside the grid; samples closer than ``stop_before`` (default: one voxel) to the end point are
+    dropped so that the voxel holding the surface is not marked free.
+
+    Args:
+        origins: ``[N x 3]`` ray starts (camera centres) in the grid frame.
+        ends: ``[N x 3]`` ray ends (surface points, or far points for sky rays).
+        grid: the voxel grid.
+    Yields:
+        ``[M]`` long flat indices (with repeats: one per sample), chunk by chunk.
+    """
+    if origins.shape[0] == 0:
+        return
+    step = grid.voxel_size * step_fraction
+    stop = grid.voxel_size if stop_before is None else stop_before
+    lower, upper, shape = grid_tensors(grid, origins.device, origins.dtype)
+    vec = ends - origins
+    length = vec.norm(dim=-1)
+    dirs = vec / length.clamp(min=1e-9)[:, None]
+    t_near, t_far = clip_rays_to_box(origins, dirs, lower, upper)
+    t_start = t_near.clamp(min=0.0)
+    t_end = torch.minimum(t_far, length - stop)
+    n_samples = torch.ceil((t_end - t_start) / step).clamp(min=0).long()
+    keep = n_samples > 0
+    origins, dirs, t_start, n_samples = origins[keep], dirs[keep], t_start[keep], n_samples[keep]
+    t_end = t_end[keep]
+    if origins.shape[0] == 0:
+        return
+    # Rays are grouped so that each chunk materialises at most ~chunk samples.
+    cum = torch.cumsum(n_samples, 0)
+    start = 0
+    total = int(cum[-1])
+    done = 0
+    while done < total:
+        stop_idx = int(torch.searchsorted(cum, torch.tensor(done + chunk, device=cum.device), right=True))
+        stop_idx = max(stop_idx, start + 1)
+        sl = slice(start, stop_idx)
+        ns = n_samples[sl]
+        ray_id = torch.repeat_interleave(torch.arange(ns.shape[0], device=ns.device), ns)
+        first = torch.cumsum(ns, 0) - ns
+        k = torch.arange(int(ns.sum()), device=ns.device) - first[ray_id]
+        t = t_start[sl][ray_id] + (k.to(origins.dtype) + 0.5) * step
+        t = torch.minimum(t, t_end[sl][ray_id])
+        pts = origins[sl][ray_id] + dirs[sl][ray_id] * t[:, None]
+        idx, valid = points_to_voxels(pts, grid)
+        yield flat_index(idx[valid], tuple(int(s) for s in shape))
+        done = int(cum[stop_idx - 1])
+        start = stop_idx

@@ -1,0 +1,350 @@
+"""The per-frame cache (``CACHE.zarr``): stage-1 outputs (relative depth, semantics) and stage-2 calibration.
+
+Schema (Zarr v3; docs/storage.md is the authoritative description)::
+
+    CACHE.zarr/                         attrs["occlabel"]: kind="cache", version, dataset{kind,root,options},
+                                        created, stages{extract_2d, calibrate_depth: options + provenance},
+                                        default_depth, default_semantics
+      <scene>/                          attrs["occlabel"]: tokens, timestamps, keyframes, cameras
+        T_world_from_ego   (T,4,4) float64
+        <camera>/                       attrs["occlabel"]: height, width (working res), image_width/height
+          present          (T,)   bool     the camera has an image in that frame
+          K                (T,3,3) float64 intrinsics at the working resolution
+          T_world_from_cam (T,4,4) float64 camera pose at the image's own timestamp
+          depth/<key>/                  attrs["occlabel"]: model, space ("disparity" | "depth_m"), ...
+            values         (T,h,w) float16 relative disparity (or metric depth), NaN = no value
+            done           (T,)   bool
+            calibration/                attrs["occlabel"]: method, options
+              scale, shift (T,)   float32  1/depth_m = scale*disparity + shift (or depth_m = scale*d + shift)
+              loss         (T,)   float32  final photometric loss
+              valid_frac   (T,)   float32  fraction of pixels that entered the loss
+              flags        (T,)   uint8    bit flags, see FLAGS
+              done         (T,)   bool
+          semantics/<key>/              attrs["occlabel"]: model, vocabulary
+            labels         (T,h,w) uint8   class ids, SKY, UNLABELED
+            confidence     (T,h,w) uint8   0..255 ~ 0..1
+            done           (T,)   bool
+
+T is the number of frames of the scene (all frames, not only keyframes); arrays are indexed by the
+frame's position in the scene. Every per-frame array has one frame per chunk, so a frame is written
+atomically, and ``done`` is set only after the frame's data.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from occlabel.conventions import SKY, scale_intrinsics
+from occlabel.datasets import Dataset, Scene, open_dataset
+from occlabel.errors import StoreError
+from occlabel.store.common import (
+    COMPRESSOR,
+    META,
+    create_or_open_array,
+    open_root,
+    provenance,
+    read_meta,
+    write_meta,
+)
+
+#: calibration flag bits
+FLAGS = {
+    "stationary": 1,  # no baseline to neighbours: scale from a fallback
+    "low_valid": 2,  # too few valid pixels entered the loss
+    "not_converged": 4,  # optimisation did not settle
+    "fallback": 8,  # values come from the scene prior / another cue, not this frame's own fit
+    "cue_disagreement": 16,  # label-free cues disagree beyond tolerance
+}
+
+
+class Cache:
+    """Read/write access to a CACHE.zarr store. Open with :func:`open_cache` or :meth:`Cache.create`."""
+
+    def __init__(self, root: zarr.Group, path: Path):
+        self.root = root
+        self.path = path
+
+    # ------------------------------------------------------------------ creation / opening
+    @classmethod
+    def create(cls, path: str | Path, dataset: Dataset, overwrite: bool = False) -> Cache:
+        """Open ``path`` for writing, creating it for ``dataset``; an existing cache must be for the same dataset."""
+        path = Path(path)
+        root = open_root(path, "cache", create=True, overwrite=overwrite)
+        meta = read_meta(root)
+        ds = {"kind": dataset.kind, "root": str(dataset.root), "options": dataset.options}
+        if meta.get("dataset") and meta["dataset"]["root"] != ds["root"]:
+            raise StoreError(
+                f"{path}: cache was made for dataset {meta['dataset']['root']}, not {ds['root']} (use another --out or --overwrite)"
+            )
+        if not meta:
+            meta = {"kind": "cache", "dataset": ds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}}
+            meta.update(provenance())
+            write_meta(root, meta)
+        return cls(root, path)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return read_meta(self.root)
+
+    def update_meta(self, **fields: Any) -> None:
+        meta = self.meta
+        meta.update(fields)
+        write_meta(self.root, meta)
+
+    def record_stage(self, stage: str, info: dict[str, Any]) -> None:
+        """Record a stage's resolved options and provenance under attrs["occlabel"]["stages"][stage]."""
+        meta = self.meta
+        meta.setdefault("stages", {})[stage] = {**info, **provenance()}
+        write_meta(self.root, meta)
+
+    def open_dataset(self) -> Dataset:
+        """Reopen the dataset recorded in the cache (stage 2 reads its images again)."""
+        ds = self.meta["dataset"]
+        return open_dataset(ds["kind"], ds["root"], **ds.get("options", {}))
+
+    # ------------------------------------------------------------------ scenes and cameras
+    def scenes(self) -> list[str]:
+        return sorted(k for k in self.root.group_keys())
+
+    def scene_meta(self, scene: str) -> dict[str, Any]:
+        if scene not in self.root:
+            raise StoreError(f"{self.path}: no scene {scene!r} (has: {', '.join(self.scenes()) or 'none'})")
+        return read_meta(self.root[scene])
+
+    def cameras(self, scene: str) -> list[str]:
+        return list(self.scene_meta(scene)["cameras"])
+
+    def init_scene(self, scene: Scene, work_size: dict[str, tuple[int, int]]) -> None:
+        """Create (or check) a scene's groups and its geometry arrays.
+
+        Args:
+            scene: the dataset scene.
+            work_size: camera -> (width, height) of the stored maps; intrinsics are scaled to it.
+        """
+        T = len(scene.frames)
+        g = self.root.require_group(scene.name)
+        smeta = {
+            "tokens": [f.token for f in scene.frames],
+            "timestamps": [f.timestamp for f in scene.frames],
+            "keyframes": [f.keyframe for f in scene.frames],
+            "cameras": scene.cameras,
+        }
+        old = read_meta(g)
+        if old and old.get("tokens") != smeta["tokens"]:
+            raise StoreError(f"{self.path}: scene {scene.name!r} in the cache has other frames than the dataset; use --overwrite")
+        write_meta(g, smeta)
+        poses = np.stack([f.T_world_from_ego for f in scene.frames])
+        create_or_open_array(g, "T_world_from_ego", (T, 4, 4), "float64", chunks=(T, 4, 4))[:] = poses
+        for cam in scene.cameras:
+            w, h = work_size[cam]
+            cg = g.require_group(cam)
+            K = np.zeros((T, 3, 3))
+            T_wc = np.tile(np.eye(4), (T, 1, 1))
+            present = np.zeros(T, bool)
+            native = None
+            for t, f in enumerate(scene.frames):
+                im = f.images.get(cam)
+                if im is None:
+                    continue
+                native = native or im.size()
+                W0, H0 = native
+                K[t] = scale_intrinsics(im.K, w / W0, h / H0)
+                T_wc[t] = f.T_world_from_cam(cam)
+                present[t] = True
+            write_meta(cg, {"width": w, "height": h, "image_width": native[0], "image_height": native[1]})
+            create_or_open_array(cg, "present", (T,), "bool", chunks=(T,))[:] = present
+            create_or_open_array(cg, "K", (T, 3, 3), "float64", chunks=(T, 3, 3))[:] = K
+            create_or_open_array(cg, "T_world_from_cam", (T, 4, 4), "float64", chunks=(T, 4, 4))[:] = T_wc
+
+    def camera_meta(self, scene: str, camera: str) -> dict[str, Any]:
+        return read_meta(self._cam(scene, camera))
+
+    def geometry(self, scene: str, camera: str) -> dict[str, np.ndarray]:
+        """{"K": (T,3,3), "T_world_from_cam": (T,4,4), "present": (T,)} at the working resolution."""
+        cg = self._cam(scene, camera)
+        return {k: cg[k][:] for k in ("K", "T_world_from_cam", "present")}
+
+    def _cam(self, scene: str, camera: str) -> zarr.Group:
+        path = f"{scene}/{camera}"
+        if path not in self.root:
+            raise StoreError(f"{self.path}: no camera {camera!r} in scene {scene!r}")
+        return self.root[path]
+
+    # ------------------------------------------------------------------ per-frame maps
+    def _maps(self, scene: str, camera: str, family: str, key: str, create: dict | None = None) -> zarr.Group:
+        cg = self._cam(scene, camera)
+        path = f"{family}/{key}"
+        if path not in cg:
+            if create is None:
+                raise StoreError(f"{self.path}: no {family} {key!r} for {scene}/{camera}; run extract-2d first")
+            g = cg.require_group(path)
+            write_meta(g, create)
+            return g
+        return cg[path]
+
+    def _frame_array(self, g: zarr.Group, name: str, dtype: str, fill: Any, scene: str, camera: str) -> zarr.Array:
+        cm = self.camera_meta(scene, camera)
+        T = len(self.scene_meta(scene)["tokens"])
+        return create_or_open_array(
+            g,
+            name,
+            (T, cm["height"], cm["width"]),
+            dtype,
+            chunks=(1, cm["height"], cm["width"]),
+            fill_value=fill,
+            compressors=COMPRESSOR,
+            dimension_names=("frame", "v", "u"),
+        )
+
+    def _done(self, g: zarr.Group, scene: str) -> zarr.Array:
+        T = len(self.scene_meta(scene)["tokens"])
+        return create_or_open_array(g, "done", (T,), "bool", chunks=(1,), fill_value=False)
+
+    def depth_keys(self, scene: str, camera: str) -> list[str]:
+        cg = self._cam(scene, camera)
+        return sorted(cg["depth"].group_keys()) if "depth" in cg else []
+
+    def semantic_keys(self, scene: str, camera: str) -> list[str]:
+        cg = self._cam(scene, camera)
+        return sorted(cg["semantics"].group_keys()) if "semantics" in cg else []
+
+    def resolve_key(self, family: str, key: str | None) -> str:
+        """The stored key to use: ``key`` itself, or the cache's default for ``family`` ("depth"/"semantics")."""
+        if key:
+            return key
+        k = self.meta.get(f"default_{family}")
+        if not k:
+            raise StoreError(f"{self.path}: no {family} results in this cache; run extract-2d first")
+        return k
+
+    def init_depth(self, scene: str, camera: str, key: str, attrs: dict) -> None:
+        g = self._maps(scene, camera, "depth", key, create=attrs)
+        self._frame_array(g, "values", "float16", np.nan, scene, camera)
+        self._done(g, scene)
+
+    def init_semantics(self, scene: str, camera: str, key: str, attrs: dict) -> None:
+        g = self._maps(scene, camera, "semantics", key, create=attrs)
+        self._frame_array(g, "labels", "uint8", 255, scene, camera)
+        self._frame_array(g, "confidence", "uint8", 0, scene, camera)
+        self._done(g, scene)
+
+    def depth_done(self, scene: str, camera: str, key: str) -> np.ndarray:
+        return self._maps(scene, camera, "depth", key)["done"][:]
+
+    def semantics_done(self, scene: str, camera: str, key: str) -> np.ndarray:
+        return self._maps(scene, camera, "semantics", key)["done"][:]
+
+    def write_depth(self, scene: str, camera: str, key: str, t: int, values: np.ndarray) -> None:
+        """Write frame ``t``'s map <float: h, w> (disparity or metric depth, NaN = none), then mark it done."""
+        g = self._maps(scene, camera, "depth", key)
+        g["values"][t] = np.asarray(values, np.float16)
+        g["done"][t] = True
+
+    def write_semantics(self, scene: str, camera: str, key: str, t: int, labels: np.ndarray, confidence: np.ndarray) -> None:
+        """Write frame ``t``'s labels <uint8: h, w> and confidence <uint8: h, w>, then mark it done."""
+        g = self._maps(scene, camera, "semantics", key)
+        g["labels"][t] = labels.astype(np.uint8)
+        g["confidence"][t] = confidence.astype(np.uint8)
+        g["done"][t] = True
+
+    def depth_attrs(self, scene: str, camera: str, key: str | None = None) -> dict:
+        return read_meta(self._maps(scene, camera, "depth", self.resolve_key("depth", key)))
+
+    def read_depth(self, scene: str, camera: str, key: str | None = None, t: int | slice = slice(None)) -> np.ndarray:
+        """Stored relative map(s) as float32 (disparity, or depth_m for metric models): (h, w) or (T, h, w)."""
+        g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
+        return g["values"][t].astype(np.float32)
+
+    def read_semantics(
+        self, scene: str, camera: str, key: str | None = None, t: int | slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels uint8, confidence float32 in [0, 1]) for frame(s) ``t``."""
+        g = self._maps(scene, camera, "semantics", self.resolve_key("semantics", key))
+        return g["labels"][t], g["confidence"][t].astype(np.float32) / 255.0
+
+    # ------------------------------------------------------------------ calibration
+    def write_calibration(self, scene: str, camera: str, arrays: dict[str, np.ndarray], attrs: dict, key: str | None = None) -> None:
+        """Write per-frame calibration arrays (scale, shift, loss, valid_frac, flags: each (T,)), then done."""
+        g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
+        T = len(self.scene_meta(scene)["tokens"])
+        cal = g.require_group("calibration")
+        write_meta(cal, attrs)
+        dtypes = {"scale": "float32", "shift": "float32", "loss": "float32", "valid_frac": "float32", "flags": "uint8"}
+        for name, dt in dtypes.items():
+            a = create_or_open_array(cal, name, (T,), dt, chunks=(T,), fill_value=0)
+            a[:] = np.asarray(arrays[name], dt)
+        done = create_or_open_array(cal, "done", (T,), "bool", chunks=(T,), fill_value=False)
+        done[:] = np.asarray(arrays.get("done", self.depth_done(scene, camera, self.resolve_key("depth", key))), bool)
+
+    def has_calibration(self, scene: str, camera: str, key: str | None = None) -> bool:
+        g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
+        return "calibration/done" in g and bool(g["calibration/done"][:].any())
+
+    def read_calibration(self, scene: str, camera: str, key: str | None = None) -> dict[str, np.ndarray]:
+        g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
+        if "calibration" not in g:
+            raise StoreError(f"{self.path}: {scene}/{camera} is not calibrated; run calibrate-depth first")
+        cal = g["calibration"]
+        out = {k: cal[k][:] for k in ("scale", "shift", "loss", "valid_frac", "flags", "done")}
+        out["attrs"] = read_meta(cal)
+        return out
+
+    def metric_depth(
+        self,
+        scene: str,
+        camera: str,
+        t: int,
+        key: str | None = None,
+        semantics_key: str | None = None,
+        max_depth_m: float = 200.0,
+    ) -> np.ndarray:
+        """Calibrated metric depth <np.float32: h, w> of frame ``t``: NaN where unknown, invalid or sky.
+
+        Uses ``1/depth_m = scale*disparity + shift`` (or ``depth_m = scale*d + shift`` for metric models).
+        """
+        key = self.resolve_key("depth", key)
+        space = self.depth_attrs(scene, camera, key).get("space", "disparity")
+        d = self.read_depth(scene, camera, key, t)
+        cal = self.read_calibration(scene, camera, key)
+        if not cal["done"][t]:
+            raise StoreError(f"{self.path}: {scene}/{camera} frame {t} is not calibrated")
+        depth = depth_from_relative(d, float(cal["scale"][t]), float(cal["shift"][t]), space, max_depth_m)
+        try:
+            labels, _ = self.read_semantics(scene, camera, semantics_key, t)
+            depth[labels == SKY] = np.nan
+        except StoreError:
+            pass
+        return depth
+
+
+def depth_from_relative(values: np.ndarray, scale: float, shift: float, space: str, max_depth_m: float = 200.0) -> np.ndarray:
+    """Metric depth from a relative map and its calibration; NaN where non-positive or beyond ``max_depth_m``.
+
+    Args:
+        values: <float: ...> disparity (space "disparity") or depth (space "depth_m").
+        space: "disparity": 1/depth = scale*values + shift; "depth_m": depth = scale*values + shift.
+    """
+    values = np.asarray(values, np.float32)
+    if space == "disparity":
+        inv = scale * values + shift
+        with np.errstate(divide="ignore", invalid="ignore"):
+            depth = np.where(inv > 1.0 / max_depth_m, 1.0 / inv, np.nan)
+    else:
+        depth = scale * values + shift
+        depth = np.where((depth > 0) & (depth <= max_depth_m), depth, np.nan)
+    return depth.astype(np.float32)
+
+
+def open_cache(path: str | Path, mode: str = "r") -> Cache:
+    """Open an existing CACHE.zarr (``mode`` "r" to read, "a" to add stage outputs)."""
+    path = Path(path)
+    root = open_root(path, "cache", create=False, mode=mode)
+    return Cache(root, path)
+
+
+__all__ = ["Cache", "open_cache", "depth_from_relative", "FLAGS", "META"]

@@ -121,7 +121,9 @@ class VoxelGrid:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(round((u - lo) / self.voxel_size)) for lo, u in zip(self.lower, self.upper, strict=True))
+        return tuple(
+            int(round((u - lo) / self.voxel_size)) for lo, u in zip(self.lower, self.upper, strict=True)
+        )
 
     def centres(self) -> np.ndarray:
         """Voxel centres, <np.float32: X, Y, Z, 3> in the grid's frame."""

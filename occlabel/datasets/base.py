@@ -146,7 +146,7 @@ def load_image(path: Path) -> np.ndarray:
     """An image as <np.uint8: H, W, 3> RGB (grey images are repeated to 3 channels)."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except (OSError, ValueError) as e:
         raise DatasetError(f"{path}: cannot read image ({e})") from None
 

@@ -23,6 +23,7 @@ names the scene, frame and field at fault.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,24 +48,38 @@ def _where(scene: str | None = None, frame: str | None = None, field: str | None
     return ", ".join(parts)
 
 
+def _at(mpath: Path, scene: str, frame: str, field: str) -> str:
+    return f"{mpath}: {_where(scene, frame, field)}"
+
+
+def _at_image(mpath: Path, scene: str, frame: str, camera: str, field: str) -> str:
+    return _at(mpath, scene, frame, f"images.{camera}.{field}")
+
+
 def _matrix(value: Any, shape: tuple[int, int], where: str, rigid: bool = False) -> np.ndarray:
     try:
         m = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise DatasetError(f"{where}: expected a {shape[0]}x{shape[1]} matrix of numbers") from None
     if m.shape != shape:
-        raise DatasetError(f"{where}: expected shape {shape[0]}x{shape[1]}, got {'x'.join(map(str, m.shape)) or 'a scalar'}")
+        raise DatasetError(
+            f"{where}: expected shape {shape[0]}x{shape[1]}, got {'x'.join(map(str, m.shape)) or 'a scalar'}"
+        )
     if not np.all(np.isfinite(m)):
         raise DatasetError(f"{where}: contains NaN or infinity")
     if rigid and not is_rigid(m):
-        raise DatasetError(f"{where}: not a rigid transform (rotation must be orthonormal with det +1, last row 0 0 0 1)")
+        raise DatasetError(
+            f"{where}: not a rigid transform (rotation must be orthonormal with det +1, last row 0 0 0 1)"
+        )
     return m
 
 
 def _intrinsics(value: Any, where: str) -> np.ndarray:
     K = _matrix(value, (3, 3), where)
     if not (K[0, 0] > 0 and K[1, 1] > 0 and np.allclose(K[2], [0, 0, 1]) and K[1, 0] == 0):
-        raise DatasetError(f"{where}: not a pinhole intrinsic matrix [[fx,s,cx],[0,fy,cy],[0,0,1]] with fx, fy > 0")
+        raise DatasetError(
+            f"{where}: not a pinhole intrinsic matrix [[fx,s,cx],[0,fy,cy],[0,0,1]] with fx, fy > 0"
+        )
     return K
 
 
@@ -120,11 +135,13 @@ def load_folder(root: str | Path, check_files: bool = True) -> Dataset:
                 raise DatasetError(f"{mpath}: {_where(sname, f'#{fi}')}: must be an object")
             token = fd.get("token")
             if not isinstance(token, str) or not token or "/" in token:
-                raise DatasetError(f"{mpath}: {_where(sname, f'#{fi}', 'token')}: must be a non-empty string without '/'")
+                raise DatasetError(
+                    f"{mpath}: {_where(sname, f'#{fi}', 'token')}: must be a non-empty string without '/'"
+                )
             if token in tokens:
                 raise DatasetError(f"{mpath}: {_where(sname, token, 'token')}: duplicate token")
             tokens.add(token)
-            w = lambda f, t=token: f"{mpath}: {_where(sname, t, f)}"  # noqa: E731
+            w = partial(_at, mpath, sname, token)
             ts = fd.get("timestamp")
             if not isinstance(ts, int | float) or isinstance(ts, bool):
                 raise DatasetError(f"{w('timestamp')}: must be a number (seconds)")
@@ -141,7 +158,7 @@ def load_folder(root: str | Path, check_files: bool = True) -> Dataset:
                 raise DatasetError(f"{w('images')}: must be a non-empty object camera -> image")
             images: dict[str, CameraImage] = {}
             for cam, idoc in imgs_doc.items():
-                fw = lambda f, c=cam: w(f"images.{c}.{f}")  # noqa: E731
+                fw = partial(_at_image, mpath, sname, token, cam)
                 if not isinstance(idoc, dict):
                     raise DatasetError(f"{w(f'images.{cam}')}: must be an object")
                 for req in ("path", "K", "T_ego_from_cam"):
@@ -161,9 +178,13 @@ def load_folder(root: str | Path, check_files: bool = True) -> Dataset:
                         if idoc.get("T_world_from_ego") is not None
                         else None
                     ),
-                    depth_path=_file(root, idoc["depth"], fw("depth"), check_files) if idoc.get("depth") else None,
+                    depth_path=_file(root, idoc["depth"], fw("depth"), check_files)
+                    if idoc.get("depth")
+                    else None,
                     semantics_path=(
-                        _file(root, idoc["semantics"], fw("semantics"), check_files) if idoc.get("semantics") else None
+                        _file(root, idoc["semantics"], fw("semantics"), check_files)
+                        if idoc.get("semantics")
+                        else None
                     ),
                     timestamp=float(its) if its is not None else None,
                 )
@@ -176,12 +197,16 @@ def load_folder(root: str | Path, check_files: bool = True) -> Dataset:
                     images=images,
                     lidar_path=_file(root, fd["lidar"], w("lidar"), check_files) if fd.get("lidar") else None,
                     occupancy_path=(
-                        _file(root, fd["occupancy"], w("occupancy"), check_files) if fd.get("occupancy") else None
+                        _file(root, fd["occupancy"], w("occupancy"), check_files)
+                        if fd.get("occupancy")
+                        else None
                     ),
                 )
             )
         if not any(f.keyframe for f in frames):
-            raise DatasetError(f"{mpath}: {_where(sname)}: no frame has \"keyframe\": true (labels are made for keyframes)")
+            raise DatasetError(
+                f'{mpath}: {_where(sname)}: no frame has "keyframe": true (labels are made for keyframes)'
+            )
         scenes.append(Scene(name=sname, frames=frames))
     return Dataset(kind="folder", root=root, scenes=scenes, options={})
 

@@ -34,7 +34,9 @@ def unproject(depth_m: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return rays * depth_m[..., None]
 
 
-def project(points_cam: torch.Tensor, K: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def project(
+    points_cam: torch.Tensor, K: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Project camera-frame points to pixels.
 
     Args:

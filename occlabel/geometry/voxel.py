@@ -13,7 +13,9 @@ import torch
 from occlabel.conventions import VoxelGrid
 
 
-def grid_tensors(grid: VoxelGrid, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def grid_tensors(
+    grid: VoxelGrid, device=None, dtype=torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(lower ``[3]``, upper ``[3]``, shape ``[3]`` long) of a grid as tensors."""
     lower = torch.tensor(grid.lower, device=device, dtype=dtype)
     upper = torch.tensor(grid.upper, device=device, dtype=dtype)

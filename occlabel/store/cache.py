@@ -82,7 +82,12 @@ class Cache:
                 f"{path}: cache was made for dataset {meta['dataset']['root']}, not {ds['root']} (use another --out or --overwrite)"
             )
         if not meta:
-            meta = {"kind": "cache", "dataset": ds, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}}
+            meta = {
+                "kind": "cache",
+                "dataset": ds,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "stages": {},
+            }
             meta.update(provenance())
             write_meta(root, meta)
         return cls(root, path)
@@ -136,7 +141,9 @@ class Cache:
         }
         old = read_meta(g)
         if old and old.get("tokens") != smeta["tokens"]:
-            raise StoreError(f"{self.path}: scene {scene.name!r} in the cache has other frames than the dataset; use --overwrite")
+            raise StoreError(
+                f"{self.path}: scene {scene.name!r} in the cache has other frames than the dataset; use --overwrite"
+            )
         write_meta(g, smeta)
         poses = np.stack([f.T_world_from_ego for f in scene.frames])
         create_or_open_array(g, "T_world_from_ego", (T, 4, 4), "float64", chunks=(T, 4, 4))[:] = poses
@@ -181,13 +188,17 @@ class Cache:
         path = f"{family}/{key}"
         if path not in cg:
             if create is None:
-                raise StoreError(f"{self.path}: no {family} {key!r} for {scene}/{camera}; run extract-2d first")
+                raise StoreError(
+                    f"{self.path}: no {family} {key!r} for {scene}/{camera}; run extract-2d first"
+                )
             g = cg.require_group(path)
             write_meta(g, create)
             return g
         return cg[path]
 
-    def _frame_array(self, g: zarr.Group, name: str, dtype: str, fill: Any, scene: str, camera: str) -> zarr.Array:
+    def _frame_array(
+        self, g: zarr.Group, name: str, dtype: str, fill: Any, scene: str, camera: str
+    ) -> zarr.Array:
         cm = self.camera_meta(scene, camera)
         T = len(self.scene_meta(scene)["tokens"])
         return create_or_open_array(
@@ -245,7 +256,9 @@ class Cache:
         g["values"][t] = np.asarray(values, np.float16)
         g["done"][t] = True
 
-    def write_semantics(self, scene: str, camera: str, key: str, t: int, labels: np.ndarray, confidence: np.ndarray) -> None:
+    def write_semantics(
+        self, scene: str, camera: str, key: str, t: int, labels: np.ndarray, confidence: np.ndarray
+    ) -> None:
         """Write frame ``t``'s labels <uint8: h, w> and confidence <uint8: h, w>, then mark it done."""
         g = self._maps(scene, camera, "semantics", key)
         g["labels"][t] = labels.astype(np.uint8)
@@ -255,7 +268,9 @@ class Cache:
     def depth_attrs(self, scene: str, camera: str, key: str | None = None) -> dict:
         return read_meta(self._maps(scene, camera, "depth", self.resolve_key("depth", key)))
 
-    def read_depth(self, scene: str, camera: str, key: str | None = None, t: int | slice = slice(None)) -> np.ndarray:
+    def read_depth(
+        self, scene: str, camera: str, key: str | None = None, t: int | slice = slice(None)
+    ) -> np.ndarray:
         """Stored relative map(s) as float32 (disparity, or depth_m for metric models): (h, w) or (T, h, w)."""
         g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
         return g["values"][t].astype(np.float32)
@@ -268,18 +283,28 @@ class Cache:
         return g["labels"][t], g["confidence"][t].astype(np.float32) / 255.0
 
     # ------------------------------------------------------------------ calibration
-    def write_calibration(self, scene: str, camera: str, arrays: dict[str, np.ndarray], attrs: dict, key: str | None = None) -> None:
+    def write_calibration(
+        self, scene: str, camera: str, arrays: dict[str, np.ndarray], attrs: dict, key: str | None = None
+    ) -> None:
         """Write per-frame calibration arrays (scale, shift, loss, valid_frac, flags: each (T,)), then done."""
         g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
         T = len(self.scene_meta(scene)["tokens"])
         cal = g.require_group("calibration")
         write_meta(cal, attrs)
-        dtypes = {"scale": "float32", "shift": "float32", "loss": "float32", "valid_frac": "float32", "flags": "uint8"}
+        dtypes = {
+            "scale": "float32",
+            "shift": "float32",
+            "loss": "float32",
+            "valid_frac": "float32",
+            "flags": "uint8",
+        }
         for name, dt in dtypes.items():
             a = create_or_open_array(cal, name, (T,), dt, chunks=(T,), fill_value=0)
             a[:] = np.asarray(arrays[name], dt)
         done = create_or_open_array(cal, "done", (T,), "bool", chunks=(T,), fill_value=False)
-        done[:] = np.asarray(arrays.get("done", self.depth_done(scene, camera, self.resolve_key("depth", key))), bool)
+        done[:] = np.asarray(
+            arrays.get("done", self.depth_done(scene, camera, self.resolve_key("depth", key))), bool
+        )
 
     def has_calibration(self, scene: str, camera: str, key: str | None = None) -> bool:
         g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
@@ -322,7 +347,9 @@ class Cache:
         return depth
 
 
-def depth_from_relative(values: np.ndarray, scale: float, shift: float, space: str, max_depth_m: float = 200.0) -> np.ndarray:
+def depth_from_relative(
+    values: np.ndarray, scale: float, shift: float, space: str, max_depth_m: float = 200.0
+) -> np.ndarray:
     """Metric depth from a relative map and its calibration; NaN where non-positive or beyond ``max_depth_m``.
 
     Args:

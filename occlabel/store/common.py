@@ -84,7 +84,9 @@ def create_or_open_array(
     if name in g:
         a = g[name]
         if tuple(a.shape) != tuple(shape) or np.dtype(a.dtype) != np.dtype(dtype):
-            raise StoreError(f"{g.store_path}/{name}: exists with shape {a.shape} {a.dtype}, expected {shape} {dtype}; use --overwrite")
+            raise StoreError(
+                f"{g.store_path}/{name}: exists with shape {a.shape} {a.dtype}, expected {shape} {dtype}; use --overwrite"
+            )
         return a
     return g.create_array(
         name,
@@ -116,3 +118,14 @@ def provenance() -> dict[str, Any]:
 def store_bytes(path: Path) -> int:
     """Bytes on disk under ``path``."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def store_kind(path: Path) -> str:
+    """ "cache" or "labels": the kind recorded in an occlabel store's root attributes."""
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise StoreError(f"{path}: not a Zarr v3 store" if path.exists() else f"{path}: no such store")
+    kind = read_meta(zarr.open_group(str(path), mode="r", zarr_format=3)).get("kind")
+    if kind not in ("cache", "labels"):
+        raise StoreError(f"{path}: not an occlabel store (no attrs['occlabel']['kind'])")
+    return kind

@@ -1,0 +1,272 @@
+"""The ``occlabel`` command line: a thin layer over the stage functions (occlabel.stages.*).
+
+User mistakes (OccLabelError) print one line and exit with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from occlabel import __version__
+from occlabel.errors import OccLabelError
+
+log = logging.getLogger("occlabel")
+
+
+def _scenes(value: str | None) -> list[str] | None:
+    return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
+def _size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT like 320x192, got {value!r}") from None
+    return w, h
+
+
+class _Group(click.Group):
+    """Turns OccLabelError into one line on stderr and exit code 2 (traceback only with --debug)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OccLabelError as e:
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished frames are kept; rerun the same command to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="occlabel")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug messages).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
+    """occlabel: 3D semantic occupancy labels from cameras alone.
+
+    \b
+    Pipeline:  extract-2d -> calibrate-depth -> voxelize -> evaluate / export
+    Try it:    occlabel demo
+    """
+    level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"progress": not quiet}
+
+
+@main.command()
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset root to write."
+)
+@click.option(
+    "--scenes", "n_scenes", default=1, show_default=True, type=click.IntRange(1), help="Number of scenes."
+)
+@click.option(
+    "--frames", default=20, show_default=True, type=click.IntRange(2), help="Frames per scene (10 Hz)."
+)
+@click.option("--rig", type=click.Choice(["front", "surround"]), default="front", show_default=True)
+@click.option("--size", default=None, help="Image size WIDTHxHEIGHT (default: the world's default).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--keyframe-every", default=5, show_default=True, type=click.IntRange(1))
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
+@click.pass_context
+def synth(ctx, out, n_scenes, frames, rig, size, seed, keyframe_every, overwrite):
+    """Render a synthetic driving dataset (folder format) with full ground truth."""
+    from occlabel.datasets.synthetic import synth as _synth
+
+    kw = {"size": _size(size)} if size else {}
+    root = _synth(
+        out,
+        scenes=n_scenes,
+        frames=frames,
+        rig=rig,
+        seed=seed,
+        keyframe_every=keyframe_every,
+        progress=ctx.obj["progress"],
+        overwrite=overwrite,
+        **kw,
+    )
+    click.echo(f"wrote synthetic dataset: {root}")
+
+
+@main.command("extract-2d")
+@click.option("--dataset", "kind", default="folder", show_default=True, help="Dataset adapter.")
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="Dataset root.")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Cache store to write (CACHE.zarr)."
+)
+@click.option("--depth-model", default="oracle", show_default=True, help="Depth backend.")
+@click.option("--semantic-model", default="oracle", show_default=True, help="Semantic backend, or 'none'.")
+@click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--num-workers", default=0, show_default=True, type=click.IntRange(0), help="Image decoding workers."
+)
+@click.option(
+    "--width",
+    default=None,
+    type=click.IntRange(8),
+    help="Working width in pixels (default: native, at most 640).",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Seed of the oracle backends' simulated errors."
+)
+@click.option("--overwrite", is_flag=True, help="Delete an existing cache first (default: resume).")
+@click.pass_context
+def extract_2d(
+    ctx,
+    kind,
+    root,
+    out,
+    depth_model,
+    semantic_model,
+    scenes,
+    device,
+    batch_size,
+    num_workers,
+    width,
+    seed,
+    overwrite,
+):
+    """Stage 1: relative depth and semantics per image, cached in Zarr."""
+    from occlabel.datasets import open_dataset
+    from occlabel.stages import extract_2d as stage
+
+    ds = open_dataset(kind, root)
+    path = stage.run(
+        ds,
+        out,
+        depth_model=depth_model,
+        semantic_model=semantic_model,
+        scenes=_scenes(scenes),
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        width=width,
+        seed=seed,
+        overwrite=overwrite,
+        progress=ctx.obj["progress"],
+    )
+    click.echo(f"wrote {path}")
+
+
+@main.command("calibrate-depth")
+@click.argument("cache", type=click.Path(path_type=Path))
+@click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Recalibrate frames already done.")
+@click.pass_context
+def calibrate_depth(ctx, cache, scenes, device, overwrite):
+    """Stage 2: metric scale and shift of the relative depth from photometric consistency."""
+    from occlabel.stages import calibrate_depth as stage
+
+    stage.run(cache, scenes=_scenes(scenes), device=device, overwrite=overwrite, progress=ctx.obj["progress"])
+    click.echo(f"calibrated {cache}")
+
+
+@main.command()
+@click.argument("cache", type=click.Path(path_type=Path))
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Labels store to write (LABELS.zarr)."
+)
+@click.option("--grid", default="occ3d", show_default=True, help="Voxel grid preset.")
+@click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Delete an existing labels store first (default: resume).")
+@click.pass_context
+def voxelize(ctx, cache, out, grid, scenes, device, overwrite):
+    """Stage 3: fuse depth and semantics over frames and cameras into voxel labels."""
+    from occlabel.conventions import get_grid
+    from occlabel.stages import voxelize as stage
+
+    try:
+        g = get_grid(grid)
+    except KeyError as e:
+        raise OccLabelError(str(e.args[0])) from None
+    path = stage.run(
+        cache,
+        out,
+        grid=g,
+        scenes=_scenes(scenes),
+        device=device,
+        overwrite=overwrite,
+        progress=ctx.obj["progress"],
+    )
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the results as JSON.",
+)
+@click.pass_context
+def evaluate(ctx, store, json_out):
+    """Evaluate a labels store (Occ3D protocol) or a cache (depth metrics) against ground truth."""
+    from occlabel.store.common import store_kind
+
+    kind = store_kind(store)
+    if kind == "labels":
+        from occlabel.stages import evaluate as stage
+
+        res = stage.run(store, json_out=json_out, progress=ctx.obj["progress"])
+        click.echo(stage.format_table(res))
+    else:
+        from occlabel.stages import evaluate_depth as stage
+
+        res = stage.run(store, progress=ctx.obj["progress"])
+        click.echo(stage.format_table(res))
+        if json_out:
+            json_out.write_text(json.dumps(res, indent=1))
+
+
+@main.command()
+@click.argument("labels", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["occ3d"]), default="occ3d", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+def export(labels, fmt, out):
+    """Write labels in a layout trainers read (Occ3D: gts/<scene>/<token>/labels.npz)."""
+    from occlabel.store.export import export_occ3d
+
+    path = export_occ3d(labels, out)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option(
+    "--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option("--rig", type=click.Choice(["front", "surround"]), default="front", show_default=True)
+@click.option("--frames", default=20, show_default=True, type=click.IntRange(5))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.pass_context
+def demo(ctx, out, rig, frames, seed, device):
+    """Run the whole pipeline on the built-in synthetic scene (foundation models simulated by oracles)."""
+    from occlabel.pipelines import demo as _demo
+
+    _demo(
+        out, rig=rig, frames=frames, seed=seed, device=device, progress=ctx.obj["progress"], echo=click.echo
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

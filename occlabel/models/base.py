@@ -1,0 +1,92 @@
+"""Backend interfaces and the registry that looks them up by name.
+
+A backend is a small class with a ``default_conf`` dict (every key commented) and a ``forward`` that takes
+a batch dict and returns a dict of tensors. The registry maps a name given on the command line
+("oracle", later "depth-anything-v2-small", "grounded-sam", ...) to (module, class); modules are imported
+only when chosen, so optional dependencies stay optional.
+
+Batch dict passed to ``forward`` (B images of one camera size):
+    image:   ``[B x 3 x h x w]`` float32 RGB in [0, 1] at the working resolution, on the model's device
+    records: list of B CameraImage records (paths, K, ground truth paths)
+    keys:    list of B strings "<scene>/<camera>/<token>" (stable per image; seeds per-image randomness)
+    gt_depth_m:    ``[B x h x w]`` float32 (only when the backend sets ``needs_gt = True``), NaN = none
+    gt_semantics:  ``[B x h x w]`` uint8 (idem)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar
+
+import torch
+
+from occlabel.errors import OccLabelError
+
+
+class _Backend:
+    #: default configuration; every key documented inline in subclasses
+    default_conf: ClassVar[dict[str, Any]] = {}
+    #: whether the batch must carry ground-truth maps (oracle backends only)
+    needs_gt: ClassVar[bool] = False
+
+    def __init__(self, name: str, conf: dict[str, Any] | None = None, device: torch.device | str = "cpu"):
+        unknown = set(conf or {}) - set(self.default_conf)
+        if unknown:
+            raise OccLabelError(
+                f"{name}: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(self.default_conf)}"
+            )
+        self.name = name
+        self.conf = {**self.default_conf, **(conf or {})}
+        self.device = torch.device(device)
+
+    def provenance(self) -> dict[str, Any]:
+        """What identifies this backend's outputs (recorded in the store)."""
+        return {"name": self.name, "conf": self.conf}
+
+
+class DepthModel(_Backend):
+    #: "disparity" (affine-invariant, 1/depth_m = scale*d + shift) or "depth_m" (metric)
+    space: ClassVar[str] = "disparity"
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Relative map ``[B x h x w]`` float32 (disparity or depth_m per ``space``), NaN where undefined."""
+        return self.forward(batch)
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class SemanticModel(_Backend):
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labels ``[B x h x w]`` uint8: class ids, SKY, UNLABELED; confidence ``[B x h x w]`` float in [0, 1])."""
+        return self.forward(batch)
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+
+DEPTH_BACKENDS: dict[str, tuple[str, str]] = {
+    "oracle": ("occlabel.models.depth.oracle", "OracleDepth"),
+}
+SEMANTIC_BACKENDS: dict[str, tuple[str, str]] = {
+    "oracle": ("occlabel.models.semantics.oracle", "OracleSemantics"),
+}
+
+
+def _load(table: dict[str, tuple[str, str]], kind: str, name: str, conf, device):
+    if name not in table:
+        raise OccLabelError(f"unknown {kind} model {name!r}; available: {', '.join(table)}")
+    module, cls = table[name]
+    return getattr(importlib.import_module(module), cls)(name, conf, device)
+
+
+def get_depth_model(name: str, conf: dict | None = None, device="cpu") -> DepthModel:
+    """Instantiate the depth backend registered as ``name``."""
+    return _load(DEPTH_BACKENDS, "depth", name, conf, device)
+
+
+def get_semantic_model(name: str, conf: dict | None = None, device="cpu") -> SemanticModel:
+    """Instantiate the semantic backend registered as ``name``."""
+    return _load(SEMANTIC_BACKENDS, "semantic", name, conf, device)

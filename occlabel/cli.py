@@ -82,13 +82,21 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 @click.option("--size", default=None, help="Image size WIDTHxHEIGHT (default: the world's default).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--keyframe-every", default=5, show_default=True, type=click.IntRange(1))
+@click.option("--fps", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Frame rate.")
+@click.option(
+    "--ego-speed",
+    default=None,
+    type=click.FloatRange(min=0.0),
+    help="Ego speed in m/s (default: 5-10 at random; 0 parks).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
 @click.pass_context
-def synth(ctx, out, n_scenes, frames, rig, size, seed, keyframe_every, overwrite):
+def synth(ctx, out, n_scenes, frames, rig, size, seed, keyframe_every, fps, ego_speed, overwrite):
     """Render a synthetic driving dataset (folder format) with full ground truth."""
     from occlabel.datasets.synthetic import synth as _synth
 
     kw = {"size": _size(size)} if size else {}
+    kw.update(fps=fps, ego_speed=ego_speed)
     root = _synth(
         out,
         scenes=n_scenes,

@@ -195,9 +195,29 @@ def calibrate_depth(ctx, cache, scenes, device, overwrite):
 @click.option("--grid", default="occ3d", show_default=True, help="Voxel grid preset.")
 @click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--source",
+    type=click.Choice(["cache", "gt"]),
+    default="cache",
+    show_default=True,
+    help="Fuse the cache's calibrated depth and semantics, or the dataset's ground truth (for ablations).",
+)
+@click.option(
+    "--window", default=8, show_default=True, type=click.IntRange(0), help="Frames each side of a keyframe."
+)
+@click.option(
+    "--min-hits", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Votes a voxel needs."
+)
+@click.option(
+    "--ray-stride",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Carve free space along every n-th ray.",
+)
 @click.option("--overwrite", is_flag=True, help="Delete an existing labels store first (default: resume).")
 @click.pass_context
-def voxelize(ctx, cache, out, grid, scenes, device, overwrite):
+def voxelize(ctx, cache, out, grid, scenes, device, source, window, min_hits, ray_stride, overwrite):
     """Stage 3: fuse depth and semantics over frames and cameras into voxel labels."""
     from occlabel.conventions import get_grid
     from occlabel.stages import voxelize as stage
@@ -212,6 +232,10 @@ def voxelize(ctx, cache, out, grid, scenes, device, overwrite):
         grid=g,
         scenes=_scenes(scenes),
         device=device,
+        source=source,
+        window=window,
+        min_hits=min_hits,
+        ray_stride=ray_stride,
         overwrite=overwrite,
         progress=ctx.obj["progress"],
     )

@@ -1,0 +1,293 @@
+"""The labels store (``LABELS.zarr``): stage-3 voxel labels, one sample per keyframe, and its reader API.
+
+Schema (Zarr v3)::
+
+    LABELS.zarr/                      attrs["occlabel"]: kind="labels", grid (VoxelGrid.to_dict()),
+                                      cache (absolute path of the source CACHE.zarr), source ("cache" | "gt"),
+                                      depth_key, semantics_key, options (resolved voxelize options),
+                                      created, provenance (version, torch, zarr, host, time),
+                                      stats (last run), evaluation (last `evaluate` results, when run)
+      <scene>/                        attrs["occlabel"]: tokens (N sample tokens), frame_indices (N positions
+                                      of the keyframes in the cache's scene), timestamps (N, seconds)
+        semantics        (N,X,Y,Z) uint8   Occ3D class id 0-16, 17 = free (unknown voxels are 17 too)
+        mask_camera      (N,X,Y,Z) bool    voxel crossed or hit by a ray of the keyframe's own cameras
+        confidence       (N,X,Y,Z) uint8   0..255 ~ 0..1 (see occlabel.stages.voxelize)
+        hits             (N,X,Y,Z) uint16  surface points that fell in the voxel (saturates at 65535)
+        passes           (N,X,Y,Z) uint16  free-space evidence, ray-lengths in voxel units (saturates)
+        T_world_from_ego (N,4,4)   float64 keyframe ego pose; the grid lives in this ego frame
+        done             (N,)      bool    written after the sample's data (resume skips done samples)
+
+N is the number of keyframes of the scene; X, Y, Z the grid's shape, arrays indexed [x, y, z]. Every
+voxel array has one sample per chunk (chunks (1, X, Y, Z)), so a sample is written atomically.
+Unwritten samples read back as free with an empty mask; trust ``done``.
+
+Reading::
+
+    from occlabel.store.labels import open_labels
+    labels = open_labels("labels.zarr")
+    len(labels), labels.scenes()
+    for s in labels:                       # done samples, scene by scene, in keyframe order
+        s["semantics"]                     # <np.uint8: X, Y, Z>
+    labels["<sample token>"]               # one sample by token (or labels[i] by position)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from occlabel.conventions import FREE, VoxelGrid
+from occlabel.errors import StoreError
+from occlabel.store.common import (
+    COMPRESSOR,
+    create_or_open_array,
+    open_root,
+    provenance,
+    read_meta,
+    write_meta,
+)
+
+#: voxel arrays of a scene: name -> (dtype, fill value)
+VOXEL_ARRAYS: dict[str, tuple[str, Any]] = {
+    "semantics": ("uint8", FREE),
+    "mask_camera": ("bool", False),
+    "confidence": ("uint8", 0),
+    "hits": ("uint16", 0),
+    "passes": ("uint16", 0),
+}
+DIMENSION_NAMES = ("sample", "x", "y", "z")
+
+
+class LabelsWriter:
+    """Write access to a LABELS.zarr (used by occlabel.stages.voxelize). Create with :meth:`create`."""
+
+    def __init__(self, root: zarr.Group, path: Path):
+        self.root = root
+        self.path = path
+
+    @classmethod
+    def create(
+        cls, path: str | Path, grid: VoxelGrid, meta: dict[str, Any], overwrite: bool = False
+    ) -> LabelsWriter:
+        """Open ``path`` for writing, creating it with root ``meta`` (kind, grid, provenance are added).
+
+        An existing store must have been made with the same grid, source cache and options (the fields
+        ``grid``, ``cache``, ``source``, ``depth_key``, ``semantics_key``, ``options`` of ``meta``);
+        otherwise a StoreError asks for ``--overwrite`` or another ``--out``.
+        """
+        path = Path(path)
+        root = open_root(path, "labels", create=True, overwrite=overwrite)
+        old = read_meta(root)
+        new = {"kind": "labels", "grid": grid.to_dict(), **meta}
+        new = _roundtrip_json(new)
+        if old:
+            for k in ("grid", "cache", "source", "depth_key", "semantics_key", "options"):
+                if k in new and old.get(k) != new[k]:
+                    raise StoreError(
+                        f"{path}: existing labels were made with another {k} ({old.get(k)!r}, now {new[k]!r}); "
+                        "use --overwrite or another --out"
+                    )
+            merged = {**old, **{k: v for k, v in new.items() if k not in ("created",)}}
+        else:
+            merged = {**new, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        merged["provenance"] = provenance()
+        write_meta(root, merged)
+        return cls(root, path)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return read_meta(self.root)
+
+    def update_meta(self, drop: tuple[str, ...] = (), **fields: Any) -> None:
+        """Set root attribute ``fields`` and remove the keys in ``drop``."""
+        meta = self.meta
+        for k in drop:
+            meta.pop(k, None)
+        meta.update(fields)
+        write_meta(self.root, meta)
+
+    @property
+    def grid(self) -> VoxelGrid:
+        return VoxelGrid.from_dict(self.meta["grid"])
+
+    def init_scene(
+        self,
+        scene: str,
+        tokens: list[str],
+        frame_indices: list[int],
+        timestamps: list[float],
+        T_world_from_ego: np.ndarray,
+    ) -> zarr.Group:
+        """Create (or check) a scene group for N keyframes.
+
+        Args:
+            tokens: N sample tokens; frame_indices: N positions of the keyframes in the cache's scene;
+            timestamps: N seconds; T_world_from_ego: <float64: N, 4, 4> keyframe ego poses.
+        """
+        N = len(tokens)
+        g = self.root.require_group(scene)
+        smeta = {
+            "tokens": list(tokens),
+            "frame_indices": [int(i) for i in frame_indices],
+            "timestamps": list(timestamps),
+        }
+        old = read_meta(g)
+        if old and old.get("tokens") != smeta["tokens"]:
+            raise StoreError(
+                f"{self.path}: scene {scene!r} holds other samples than the cache; use --overwrite"
+            )
+        write_meta(g, smeta)
+        X, Y, Z = self.grid.shape
+        for name, (dtype, fill) in VOXEL_ARRAYS.items():
+            create_or_open_array(
+                g,
+                name,
+                (N, X, Y, Z),
+                dtype,
+                chunks=(1, X, Y, Z),
+                fill_value=fill,
+                compressors=COMPRESSOR,
+                dimension_names=DIMENSION_NAMES,
+            )
+        poses = create_or_open_array(
+            g,
+            "T_world_from_ego",
+            (N, 4, 4),
+            "float64",
+            chunks=(N, 4, 4),
+            dimension_names=("sample", "row", "col"),
+        )
+        poses[:] = np.asarray(T_world_from_ego, np.float64).reshape(N, 4, 4)
+        create_or_open_array(
+            g, "done", (N,), "bool", chunks=(1,), fill_value=False, dimension_names=("sample",)
+        )
+        return g
+
+    def done(self, scene: str) -> np.ndarray:
+        """<bool: N> samples of ``scene`` already written."""
+        return self.root[f"{scene}/done"][:]
+
+    def write_sample(self, scene: str, index: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write sample ``index`` of ``scene`` (every name of VOXEL_ARRAYS, each (X, Y, Z)), then mark it done."""
+        g = self.root[scene]
+        for name, (dtype, _) in VOXEL_ARRAYS.items():
+            g[name][index] = np.asarray(arrays[name]).astype(dtype, copy=False)
+        g["done"][index] = True
+
+
+class LabelsReader:
+    """Read-only view of a LABELS.zarr: a sequence of per-sample dicts over its *done* samples.
+
+    ``reader[i]`` (position) or ``reader[token]`` gives::
+
+        {"scene": str, "token": str, "index": int (sample index within the scene),
+         "frame_index": int (position of the keyframe in the cache's scene), "timestamp": float,
+         "semantics": <np.uint8: X, Y, Z> (17 = free), "mask_camera": <np.bool_: X, Y, Z>,
+         "confidence": <np.uint8: X, Y, Z> (0..255), "T_world_from_ego": <np.float64: 4, 4>,
+         "grid": VoxelGrid}
+
+    plus "hits" and "passes" (<np.uint16: X, Y, Z>) when opened with ``counts=True``.
+    """
+
+    def __init__(self, path: str | Path, counts: bool = False):
+        self.path = Path(path)
+        self.root = open_root(self.path, "labels", create=False, mode="r")
+        self.meta = read_meta(self.root)
+        if self.meta.get("kind") != "labels" or "grid" not in self.meta:
+            raise StoreError(f"{self.path}: not an occlabel labels store")
+        self.grid = VoxelGrid.from_dict(self.meta["grid"])
+        self.counts = counts
+        self._samples: list[tuple[str, int]] = []
+        self._by_token: dict[str, int] = {}
+        self._scene_meta: dict[str, dict[str, Any]] = {}
+        for scene in self.scenes():
+            g = self.root[scene]
+            smeta = read_meta(g)
+            self._scene_meta[scene] = smeta
+            done = g["done"][:]
+            for i in np.flatnonzero(done):
+                self._by_token[smeta["tokens"][i]] = len(self._samples)
+                self._samples.append((scene, int(i)))
+
+    def scenes(self) -> list[str]:
+        """Scene names in the store (sorted)."""
+        return sorted(k for k in self.root.group_keys())
+
+    def scene_meta(self, scene: str) -> dict[str, Any]:
+        """{"tokens", "frame_indices", "timestamps"} of a scene (all N samples, done or not)."""
+        if scene not in self._scene_meta:
+            raise StoreError(f"{self.path}: no scene {scene!r} (has: {', '.join(self.scenes()) or 'none'})")
+        return self._scene_meta[scene]
+
+    def tokens(self) -> list[str]:
+        """Tokens of the done samples, in iteration order."""
+        return [self._scene_meta[s]["tokens"][i] for s, i in self._samples]
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for scene, i in self._samples:
+            yield self.read(scene, i)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._by_token
+
+    def __getitem__(self, key: int | str) -> dict[str, Any]:
+        if isinstance(key, str):
+            if key not in self._by_token:
+                raise KeyError(f"{self.path}: no done sample with token {key!r}")
+            key = self._by_token[key]
+        scene, i = self._samples[key]
+        return self.read(scene, i)
+
+    def read(self, scene: str, index: int) -> dict[str, Any]:
+        """Sample ``index`` of ``scene`` as a dict (see the class docstring), whether done or not."""
+        g = self.root[scene]
+        smeta = self.scene_meta(scene)
+        out: dict[str, Any] = {
+            "scene": scene,
+            "token": smeta["tokens"][index],
+            "index": int(index),
+            "frame_index": int(smeta["frame_indices"][index]),
+            "timestamp": float(smeta["timestamps"][index]),
+            "semantics": g["semantics"][index],
+            "mask_camera": g["mask_camera"][index],
+            "confidence": g["confidence"][index],
+            "T_world_from_ego": g["T_world_from_ego"][index],
+            "grid": self.grid,
+        }
+        if self.counts:
+            out["hits"] = g["hits"][index]
+            out["passes"] = g["passes"][index]
+        return out
+
+    def __repr__(self) -> str:
+        return f"LabelsReader({str(self.path)!r}, {len(self)} samples, {len(self.scenes())} scenes, grid {self.grid.name} {self.grid.shape})"
+
+
+def open_labels(path: str | Path, counts: bool = False) -> LabelsReader:
+    """Open a LABELS.zarr for reading (see :class:`LabelsReader`); ``counts=True`` adds hits/passes."""
+    return LabelsReader(path, counts=counts)
+
+
+def _roundtrip_json(x: Any) -> Any:
+    """``x`` as it reads back from the attributes (tuples -> lists, numpy -> Python), for comparisons."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.ndarray | np.generic):
+            return o.tolist()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    return json.loads(json.dumps(x, default=default))
+
+
+__all__ = ["LabelsReader", "LabelsWriter", "open_labels", "VOXEL_ARRAYS"]

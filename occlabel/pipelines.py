@@ -64,6 +64,7 @@ def run_synthetic(
     depth_res = timed("evaluate depth", lambda: evaluate_depth.run(cache, progress=progress))
     occ_res = timed("evaluate labels", lambda: evaluate.run(labels, progress=progress))
 
+    bev = timed("picture", lambda: save_demo_bev(labels, ds, out / "bev.png"))
     n_images = sum(len(f.images) for s in ds.scenes for f in s.frames)
     n_key = sum(len(s.keyframe_indices) for s in ds.scenes)
     results = {
@@ -76,9 +77,26 @@ def run_synthetic(
         "depth": depth_res,
         "occupancy": occ_res,
         "bytes": {"cache": store_bytes(cache), "labels": store_bytes(labels)},
+        "picture": str(bev),
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def save_demo_bev(labels_path: Path, dataset, path: Path) -> Path:
+    """BEV of the middle keyframe's labels beside its ground truth (when the dataset has one)."""
+    from occlabel.datasets.base import load_occupancy
+    from occlabel.store.labels import open_labels
+    from occlabel.viz.bev import bev_rgb, save_bev_comparison
+
+    reader = open_labels(labels_path)
+    sample = reader[len(reader) // 2]
+    panels = {"occlabel (camera-only)": bev_rgb(sample["semantics"], sample["mask_camera"])}
+    frame = next(f for s in dataset.scenes for f in s.frames if f.token == sample["token"])
+    if frame.occupancy_path is not None:
+        gt = load_occupancy(frame.occupancy_path)
+        panels["ground truth"] = bev_rgb(gt["semantics"], gt["mask_camera"])
+    return save_bev_comparison(panels, path, title=f"{sample['scene']} / {sample['token']}")
 
 
 def demo(
@@ -113,4 +131,5 @@ def demo(
     )
     echo("  seconds per stage             " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
     echo(f"  results                       {out / 'results.json'}")
+    echo(f"  picture                       {results['picture']}")
     return results

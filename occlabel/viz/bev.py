@@ -9,6 +9,8 @@ import numpy as np
 from occlabel.conventions import FREE, OCC3D_CLASSES, occ3d_palette
 
 UNKNOWN_RGB = (40, 40, 40)
+#: observed columns with no occupied voxel (Occ3D's white would hide "manmade")
+FREE_RGB = (165, 165, 165)
 
 
 def bev_rgb(semantics: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -28,7 +30,7 @@ def bev_rgb(semantics: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray
     top = np.where(occ.any(-1), Z - 1 - np.argmax(occ[..., ::-1], axis=-1), -1)
     cls = np.take_along_axis(semantics, np.clip(top, 0, Z - 1)[..., None], -1)[..., 0]
     img = occ3d_palette()[cls]
-    img[top < 0] = (255, 255, 255)
+    img[top < 0] = FREE_RGB
     if mask is not None:
         img[~mask.astype(bool).any(-1)] = UNKNOWN_RGB
     return np.ascontiguousarray(img[::-1, ::-1])
@@ -51,7 +53,10 @@ def save_bev_comparison(panels: dict[str, np.ndarray], path: str | Path, title: 
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [Patch(color=np.array(rgb) / 255, label=name) for cid, name, rgb, _ in OCC3D_CLASSES if cid != FREE]
+    handles = [
+        Patch(color=np.array(rgb) / 255, label=name) for cid, name, rgb, _ in OCC3D_CLASSES if cid != FREE
+    ]
+    handles.append(Patch(color=np.array(FREE_RGB) / 255, label="free"))
     handles.append(Patch(color=np.array(UNKNOWN_RGB) / 255, label="unobserved"))
     fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
     if title:

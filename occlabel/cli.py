@@ -22,6 +22,16 @@ def _scenes(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
 
+def _ints(value: str, name: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{name}: expected comma-separated integers, got {value!r}") from None
+    if not out:
+        raise click.BadParameter(f"{name}: expected at least one integer")
+    return out
+
+
 def _size(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -177,13 +187,38 @@ def extract_2d(
 @click.argument("cache", type=click.Path(path_type=Path))
 @click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--neighbours", default="-1,1", show_default=True, help="Source frame offsets, comma-separated."
+)
+@click.option(
+    "--target-baseline-m",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Stride each neighbour offset (up to 3x) until the camera has moved this far.",
+)
+@click.option(
+    "--widths",
+    default="96,192,384",
+    show_default=True,
+    help="Image widths of the refinement levels (capped at the working width).",
+)
 @click.option("--overwrite", is_flag=True, help="Recalibrate frames already done.")
 @click.pass_context
-def calibrate_depth(ctx, cache, scenes, device, overwrite):
+def calibrate_depth(ctx, cache, scenes, device, neighbours, target_baseline_m, widths, overwrite):
     """Stage 2: metric scale and shift of the relative depth from photometric consistency."""
     from occlabel.stages import calibrate_depth as stage
 
-    stage.run(cache, scenes=_scenes(scenes), device=device, overwrite=overwrite, progress=ctx.obj["progress"])
+    stage.run(
+        cache,
+        scenes=_scenes(scenes),
+        device=device,
+        neighbours=_ints(neighbours, "--neighbours"),
+        target_baseline_m=target_baseline_m,
+        widths=_ints(widths, "--widths"),
+        overwrite=overwrite,
+        progress=ctx.obj["progress"],
+    )
     click.echo(f"calibrated {cache}")
 
 

@@ -68,7 +68,12 @@ def compression_study(cache_path: Path, work: Path) -> list[dict]:
             path = work / "codec.zarr"
             g = zarr.open_group(str(path), mode="w", zarr_format=3)
             a = g.create_array(
-                "x", shape=data.shape, chunks=(1, *data.shape[1:]), dtype=data.dtype, compressors=codec, fill_value=0
+                "x",
+                shape=data.shape,
+                chunks=(1, *data.shape[1:]),
+                dtype=data.dtype,
+                compressors=codec,
+                fill_value=0,
             )
             t0 = time.perf_counter()
             for t in range(T):

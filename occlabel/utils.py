@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -36,3 +37,17 @@ def progress_bar(iterable=None, total=None, desc: str = "", enabled: bool = True
     return tqdm(
         iterable, total=total, desc=desc, disable=not enabled, unit=unit, dynamic_ncols=True, leave=False
     )
+
+
+def resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resize of a map <H, W> to <h, w> with pixel centres aligned.
+
+    Output pixel i takes source pixel floor((i + 0.5) * H / h) — the same sampling as torch's
+    ``interpolate(mode="nearest-exact")``, used for ground-truth maps everywhere.
+    """
+    H, W = a.shape
+    if (H, W) == (h, w):
+        return a
+    rows = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
+    return a[np.ix_(rows, cols)]

@@ -99,3 +99,15 @@ def test_ray_clip_and_free_samples():
         list(ray_free_samples(o.repeat(5, 1), torch.tensor([[6.5, 0, 0]]).repeat(5, 1), g, chunk=7))
     )
     assert torch.equal(torch.bincount(free_small, minlength=10), 5 * torch.bincount(free, minlength=10))
+
+
+def test_resize_nearest_matches_torch_nearest_exact():
+    import torch.nn.functional as F
+
+    from occlabel.utils import resize_nearest
+
+    a = np.random.default_rng(1).random((37, 53)).astype(np.float32)
+    for h, w in [(12, 20), (80, 100), (37, 26)]:
+        t = F.interpolate(torch.from_numpy(a)[None, None], size=(h, w), mode="nearest-exact")[0, 0].numpy()
+        assert np.array_equal(t, resize_nearest(a, h, w))
+    assert resize_nearest(a, 37, 53) is a

@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from occlabel.conventions import SKY
 from occlabel.datasets.base import load_depth_m
 from occlabel.errors import StoreError
 from occlabel.store.cache import depth_from_relative, open_cache
-from occlabel.utils import progress_bar
+from occlabel.utils import progress_bar, resize_nearest
 
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
@@ -46,12 +44,6 @@ def affine_floor(values: np.ndarray, gt: np.ndarray, space: str = "disparity") -
     A = np.stack([values, np.ones_like(values)], 1).astype(np.float64)
     (s, t), *_ = np.linalg.lstsq(A, target.astype(np.float64), rcond=None)
     return depth_from_relative(values, float(s), float(t), space, max_depth_m=1e9)
-
-
-def _resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    if a.shape == (h, w):
-        return a
-    return F.interpolate(torch.from_numpy(a)[None, None].float(), size=(h, w), mode="nearest")[0, 0].numpy()
 
 
 def run(
@@ -90,7 +82,7 @@ def run(
             space_of[key] = cache.depth_attrs(sname, cam).get("space", "disparity")
         values = cache.read_depth(sname, cam, None, t)
         h, w = values.shape
-        gt = _resize_nearest(load_depth_m(im.depth_path), h, w)
+        gt = resize_nearest(load_depth_m(im.depth_path), h, w)
         pred = depth_from_relative(values, float(cal["scale"][t]), float(cal["shift"][t]), space_of[key], 1e9)
         try:
             labels, _ = cache.read_semantics(sname, cam, None, t)

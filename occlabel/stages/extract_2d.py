@@ -91,11 +91,11 @@ def _to_device(batch: dict[str, Any], device: torch.device, size: tuple[int, int
     if "gt_depth_m" in batch:
         d = batch["gt_depth_m"].to(device)[:, None]
         out["gt_depth_m"] = (
-            F.interpolate(d, size=(h, w), mode="nearest")[:, 0] if d.shape[-2:] != (h, w) else d[:, 0]
+            F.interpolate(d, size=(h, w), mode="nearest-exact")[:, 0] if d.shape[-2:] != (h, w) else d[:, 0]
         )
     if "gt_semantics" in batch:
         s = batch["gt_semantics"].to(device)[:, None].float()
-        s = F.interpolate(s, size=(h, w), mode="nearest") if s.shape[-2:] != (h, w) else s
+        s = F.interpolate(s, size=(h, w), mode="nearest-exact") if s.shape[-2:] != (h, w) else s
         out["gt_semantics"] = s[:, 0].to(torch.uint8)
     return out
 

@@ -68,7 +68,7 @@ from occlabel.errors import OccLabelError, StoreError
 from occlabel.geometry.voxel import flat_index, points_to_voxels, ray_free_samples
 from occlabel.store.cache import Cache, depth_from_relative, open_cache
 from occlabel.store.labels import LabelsWriter
-from occlabel.utils import progress_bar, resolve_device
+from occlabel.utils import progress_bar, resize_nearest, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -499,8 +499,8 @@ class _GTViews(_ViewSource):
                 f"{'depth' if im.depth_path is None else 'semantics'} in the dataset"
             )
         h, w = self.size[cam]
-        depth = _resize_nearest(load_depth_m(im.depth_path), h, w)
-        labels = _resize_nearest(load_semantics(im.semantics_path), h, w)
+        depth = resize_nearest(load_depth_m(im.depth_path), h, w)
+        labels = resize_nearest(load_semantics(im.semantics_path), h, w)
         g = self.geometry[cam]
         conf = np.ones((h, w), np.float32)
         return prepare_view(
@@ -515,16 +515,6 @@ class _GTViews(_ViewSource):
             g["T_world_from_cam"][t],
             with_mask=t in self.keyframes,
         )
-
-
-def _resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Nearest-neighbour resize <H, W> -> <h, w> with pixel centres aligned (source (i + 0.5)·H/h − 0.5)."""
-    H, W = a.shape
-    if (H, W) == (h, w):
-        return a
-    rows = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
-    return a[np.ix_(rows, cols)]
 
 
 # --------------------------------------------------------------------------------------------------

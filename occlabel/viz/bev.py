@@ -10,7 +10,7 @@ from occlabel.conventions import FREE, OCC3D_CLASSES, occ3d_palette
 
 UNKNOWN_RGB = (40, 40, 40)
 #: observed columns with no occupied voxel (Occ3D's white would hide "manmade")
-FREE_RGB = (165, 165, 165)
+FREE_RGB = (208, 200, 182)
 
 
 def bev_rgb(semantics: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from occlabel import __version__  # noqa: E402
 from occlabel.pipelines import run_synthetic  # noqa: E402
 from occlabel.store.cache import open_cache  # noqa: E402
+from occlabel.store.common import COMPRESSOR  # noqa: E402
 
 
 def machine() -> str:
@@ -147,12 +148,22 @@ def render(results: dict, study: list[dict], args) -> str:
         "| array | codec | KB/frame | ratio | write ms/frame | read ms/frame |",
         "|---|---|---|---|---|---|",
     ]
+    used_name = next(
+        (n for n, c in CODECS.items() if c is not None and c.to_dict() == COMPRESSOR.to_dict()), None
+    )
+    totals: dict[str, float] = {}
     for row in study:
-        used = " *used*" if row["codec"] == "blosc-zstd-5-bitshuffle" else ""
+        totals[row["codec"]] = totals.get(row["codec"], 0.0) + row["bytes_per_frame"]
+    for row in study:
+        used = " *used*" if row["codec"] == used_name else ""
         lines.append(
             f"| {row['array']} | {row['codec']}{used} | {row['bytes_per_frame'] / 1e3:.1f} | "
             f"{row['raw_per_frame'] / row['bytes_per_frame']:.2f} | {row['write_ms']:.2f} | {row['read_ms']:.2f} |"
         )
+    lines += ["", "Total per frame (disparity + labels + confidence):", ""]
+    lines += [
+        f"- {name}: {b / 1e3:.1f} KB" + (" *used*" if name == used_name else "") for name, b in totals.items()
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -17,8 +17,9 @@ from occlabel.errors import StoreError
 
 #: the one attribute key occlabel writes under
 META = "occlabel"
-#: compression for per-frame maps and voxel grids (chosen by measurement, see docs/storage.md)
-COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+#: compression for per-frame maps and voxel grids: the smallest total in the compression study of
+#: docs/benchmarks.md (float16 disparity + uint8 labels + uint8 confidence per frame)
+COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 
 
 def read_meta(node: zarr.Group | zarr.Array) -> dict[str, Any]:

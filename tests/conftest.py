@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cache_builders import R_EGO_FROM_CAM
 from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -24,10 +25,6 @@ def look_at_pose(position, yaw: float = 0.0) -> np.ndarray:
     T[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
     T[:3, 3] = position
     return T
-
-
-#: camera looking forward along ego x (OpenCV: z forward = ego x, x right = ego -y, y down = ego -z)
-R_EGO_FROM_CAM = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)
 
 
 def front_camera(height: float = 1.5) -> np.ndarray:

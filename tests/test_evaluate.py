@@ -111,7 +111,7 @@ def test_format_table():
 
 def test_run_end_to_end(tmp_path):
     """GT occupancy = the labels themselves, then with one GT voxel changed: exact figures."""
-    from test_voxelize import R_EGO_FROM_CAM, build_cache, pose
+    from cache_builders import R_EGO_FROM_CAM, build_cache, pose
 
     K = np.array([[4.0, 0, 2.0], [0, 4.0, 0.0], [0, 0, 1]])
     depth = np.array([[np.nan, 3.7, 3.7, 3.7, np.nan]], np.float32)

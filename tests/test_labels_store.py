@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from test_voxelize import BOX_GRID, BOX_OPTS, R_EGO_FROM_CAM, box_cache, build_cache, pose
+from cache_builders import BOX_GRID, BOX_OPTS, R_EGO_FROM_CAM, box_cache, build_cache, pose
 
 from occlabel.conventions import FREE, GRIDS
 from occlabel.errors import StoreError

@@ -138,6 +138,18 @@ def render(results: dict, study: list[dict], args) -> str:
             f"{d['raw']['abs_rel'] / max(d['floor_abs_rel'], 1e-9):.2f} | {100 * d['scale_error_median']:.2f} % | "
             f"{100 * o['miou']:.2f} | {100 * o['iou_geometry']:.2f} |"
         )
+    outliers = [
+        (name, cam, c["raw"]["abs_rel"], c["floor_abs_rel"], c["scale_error_median"])
+        for name, r in results.items()
+        for cam, c in r["depth"]["per_camera"].items()
+        if c["raw"]["abs_rel"] > 1.2 * c["floor_abs_rel"]
+    ]
+    if outliers:
+        lines += ["", "Cameras whose calibrated AbsRel exceeds 1.2 x their floor:", ""]
+        lines += [
+            f"- {name}, {cam}: AbsRel {a:.4f} vs floor {f:.4f}, median scale error {100 * e:.1f} %"
+            for name, cam, a, f, e in outliers
+        ]
     lines += [
         "",
         f"## Store compression — {today}",

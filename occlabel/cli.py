@@ -62,8 +62,8 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="occlabel")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug messages).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("-v", "--verbose", count=True, help="Log what each stage does (-vv: debug messages).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars (warnings and errors still print).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
 def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
@@ -73,7 +73,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     Pipeline:  extract-2d -> calibrate-depth -> voxelize -> evaluate / export
     Try it:    occlabel demo
     """
-    level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = {"progress": not quiet}
 

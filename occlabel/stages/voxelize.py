@@ -425,6 +425,22 @@ class _ViewSource:
     def _load(self, cam: str, t: int) -> View | None:
         raise NotImplementedError
 
+    def _view(self, cam: str, t: int, depth: np.ndarray, labels: np.ndarray, conf: np.ndarray) -> View:
+        """Prepare frame ``t`` of ``cam`` from its metric depth, labels and confidence <float32: h, w>."""
+        g = self.geometry[cam]
+        return prepare_view(
+            depth,
+            labels,
+            conf,
+            g["K"][t],
+            self.opts,
+            self.device,
+            t,
+            cam,
+            g["T_world_from_cam"][t],
+            with_mask=t in self.keyframes,
+        )
+
 
 class _CacheViews(_ViewSource):
     """Calibrated metric depth and semantics from the cache."""
@@ -456,19 +472,7 @@ class _CacheViews(_ViewSource):
             rel, float(cal["scale"][t]), float(cal["shift"][t]), self.space[cam], self.opts.max_depth_m
         )
         labels, conf = self.cache.read_semantics(self.scene, cam, self.semantics_key, t)
-        g = self.geometry[cam]
-        return prepare_view(
-            depth,
-            labels,
-            conf,
-            g["K"][t],
-            self.opts,
-            self.device,
-            t,
-            cam,
-            g["T_world_from_cam"][t],
-            with_mask=t in self.keyframes,
-        )
+        return self._view(cam, t, depth, labels, conf)
 
 
 class _GTViews(_ViewSource):
@@ -501,20 +505,7 @@ class _GTViews(_ViewSource):
         h, w = self.size[cam]
         depth = resize_nearest(load_depth_m(im.depth_path), h, w)
         labels = resize_nearest(load_semantics(im.semantics_path), h, w)
-        g = self.geometry[cam]
-        conf = np.ones((h, w), np.float32)
-        return prepare_view(
-            depth,
-            labels,
-            conf,
-            g["K"][t],
-            self.opts,
-            self.device,
-            t,
-            cam,
-            g["T_world_from_cam"][t],
-            with_mask=t in self.keyframes,
-        )
+        return self._view(cam, t, depth, labels, np.ones((h, w), np.float32))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -127,7 +127,12 @@ def synth(ctx, out, n_scenes, frames, rig, size, seed, keyframe_every, fps, ego_
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Cache store to write (CACHE.zarr)."
 )
-@click.option("--depth-model", default="oracle", show_default=True, help="Depth backend.")
+@click.option(
+    "--depth-model",
+    default="oracle",
+    show_default=True,
+    help="Depth backend: oracle, depth-anything-v2-small|base|large, depth-anything-v1-small, a hub repo id or a local model directory.",
+)
 @click.option("--semantic-model", default="oracle", show_default=True, help="Semantic backend, or 'none'.")
 @click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

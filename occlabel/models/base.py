@@ -16,6 +16,7 @@ Batch dict passed to ``forward`` (B images of one camera size):
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -38,6 +39,11 @@ class _Backend:
         self.name = name
         self.conf = {**self.default_conf, **(conf or {})}
         self.device = torch.device(device)
+
+    @property
+    def key(self) -> str:
+        """The name as a store group key: a preset name as is, a repo id with "/" as "--", a directory's name."""
+        return store_key(self.name)
 
     def provenance(self) -> dict[str, Any]:
         """What identifies this backend's outputs (recorded in the store)."""
@@ -67,24 +73,44 @@ class SemanticModel(_Backend):
         raise NotImplementedError
 
 
+#: backend used for a depth model named by a hub repo id ("org/name") or a local directory
+GENERIC_DEPTH = ("occlabel.models.depth.depth_anything", "DepthAnything")
+
 DEPTH_BACKENDS: dict[str, tuple[str, str]] = {
     "oracle": ("occlabel.models.depth.oracle", "OracleDepth"),
+    "depth-anything": GENERIC_DEPTH,
+    "depth-anything-v2-small": GENERIC_DEPTH,
+    "depth-anything-v2-base": GENERIC_DEPTH,
+    "depth-anything-v2-large": GENERIC_DEPTH,
+    "depth-anything-v1-small": GENERIC_DEPTH,
 }
 SEMANTIC_BACKENDS: dict[str, tuple[str, str]] = {
     "oracle": ("occlabel.models.semantics.oracle", "OracleSemantics"),
 }
 
 
-def _load(table: dict[str, tuple[str, str]], kind: str, name: str, conf, device):
-    if name not in table:
-        raise OccLabelError(f"unknown {kind} model {name!r}; available: {', '.join(table)}")
-    module, cls = table[name]
+def store_key(name: str) -> str:
+    """A model name as a Zarr group key (no "/"): directories by their base name, repo ids with "--"."""
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return p.resolve().name
+    return name.strip("/").replace("/", "--")
+
+
+def _load(table: dict[str, tuple[str, str]], kind: str, name: str, conf, device, generic=None):
+    if name in table:
+        module, cls = table[name]
+    elif generic is not None and ("/" in name or Path(name).expanduser().is_dir()):
+        module, cls = generic
+    else:
+        extra = " or a hub repo id / local model directory" if generic else ""
+        raise OccLabelError(f"unknown {kind} model {name!r}; available: {', '.join(table)}{extra}")
     return getattr(importlib.import_module(module), cls)(name, conf, device)
 
 
 def get_depth_model(name: str, conf: dict | None = None, device="cpu") -> DepthModel:
-    """Instantiate the depth backend registered as ``name``."""
-    return _load(DEPTH_BACKENDS, "depth", name, conf, device)
+    """Instantiate the depth backend registered as ``name`` (or Depth Anything from a repo id / directory)."""
+    return _load(DEPTH_BACKENDS, "depth", name, conf, device, GENERIC_DEPTH)
 
 
 def get_semantic_model(name: str, conf: dict | None = None, device="cpu") -> SemanticModel:

@@ -148,7 +148,7 @@ def run(
         n_images += _run_scene(cache, scene, depth, sem, batch_size, num_workers, width, bar)
     bar.close()
     elapsed = time.perf_counter() - t0
-    cache.update_meta(default_depth=depth.name, **({"default_semantics": sem.name} if sem else {}))
+    cache.update_meta(default_depth=depth.key, **({"default_semantics": sem.key} if sem else {}))
     cache.record_stage(
         "extract_2d",
         {
@@ -175,11 +175,11 @@ def _run_scene(cache: Cache, scene: Scene, depth, sem, batch_size, num_workers, 
     cache.init_scene(scene, sizes)
     done_count = 0
     for cam in scene.cameras:
-        cache.init_depth(scene.name, cam, depth.name, {"model": depth.provenance(), "space": depth.space})
+        cache.init_depth(scene.name, cam, depth.key, {"model": depth.provenance(), "space": depth.space})
         if sem is not None:
-            cache.init_semantics(scene.name, cam, sem.name, {"model": sem.provenance()})
-        d_done = cache.depth_done(scene.name, cam, depth.name)
-        s_done = cache.semantics_done(scene.name, cam, sem.name) if sem is not None else np.ones_like(d_done)
+            cache.init_semantics(scene.name, cam, sem.key, {"model": sem.provenance()})
+        d_done = cache.depth_done(scene.name, cam, depth.key)
+        s_done = cache.semantics_done(scene.name, cam, sem.key) if sem is not None else np.ones_like(d_done)
         items = [
             (t, f.images[cam], f"{scene.name}/{cam}/{f.token}")
             for t, f in enumerate(scene.frames)
@@ -205,9 +205,9 @@ def _run_scene(cache: Cache, scene: Scene, depth, sem, batch_size, num_workers, 
             for i, t in enumerate(batch["t"]):
                 # semantics first, then depth: a frame counts as done only when both are written
                 if sem is not None and not s_done[t]:
-                    cache.write_semantics(scene.name, cam, sem.name, t, labels[i], conf[i])
+                    cache.write_semantics(scene.name, cam, sem.key, t, labels[i], conf[i])
                 if not d_done[t]:
-                    cache.write_depth(scene.name, cam, depth.name, t, disp[i])
+                    cache.write_depth(scene.name, cam, depth.key, t, disp[i])
             done_count += len(batch["t"])
             bar.update(len(batch["t"]))
     return done_count

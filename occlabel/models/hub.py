@@ -1,0 +1,159 @@
+"""Loading transformers models (and their processors) from the Hugging Face hub cache or a local directory.
+
+One helper, :func:`load_pretrained`, shared by every transformers backend so that all of them resolve
+names, stay offline and fail the same way:
+
+* ``name_or_path`` is an existing directory: loaded from there, never touching the network.
+* otherwise it is a hub repo id (``owner/name``). With ``HF_HUB_OFFLINE=1`` (or ``local_files_only=True``)
+  it is loaded from the HF cache only; otherwise transformers may download it.
+* when the model cannot be had, an :class:`~occlabel.errors.OccLabelError` says so in one line and how
+  to fetch it (``hf download <id>``, formerly ``huggingface-cli download <id>``, or a local directory).
+
+The returned provenance records what was loaded: the repo id or path, the resolved revision (the snapshot
+folder name, i.e. the commit hash, when the files came from the HF cache), the model class and, for depth
+models, ``config.depth_estimation_type``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from occlabel.errors import OccLabelError
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def hub_offline() -> bool:
+    """Whether the hub must not be contacted (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``, read now)."""
+    env = any(
+        os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    try:
+        from huggingface_hub import constants
+
+        return env or bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover - huggingface_hub always comes with transformers
+        return env
+
+
+def fetch_hint(name: str) -> str:
+    """How to make ``name`` available (one line, for error messages)."""
+    return (
+        f"fetch it once with `hf download {name}` (older huggingface_hub: `huggingface-cli download {name}`)"
+        " or pass a local directory holding the model"
+    )
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name meant as a directory rather than a hub repo id ("owner/name" or "name")."""
+    return (
+        name.startswith(("/", ".", "~"))
+        or name.count("/") > 1
+        or "\\" in name
+        or (os.sep != "/" and os.sep in name)
+    )
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The HF-cache snapshot folder holding ``repo_id``'s config.json (main revision), if cached."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # invalid repo id, unreadable cache ...
+        return None
+    return Path(hit).parent if isinstance(hit, str) else None
+
+
+def _snapshot_revision(path: Path) -> str | None:
+    """The commit hash when ``path`` is (inside) an HF-cache snapshot folder ``.../snapshots/<hash>``."""
+    path = path.resolve()
+    for p in (path, *path.parents):
+        if p.parent.name == "snapshots":
+            return p.name
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0].strip() if text else type(err).__name__
+
+
+def load_pretrained(
+    model_cls: Any,
+    processor_cls: Any,
+    name_or_path: str | os.PathLike,
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    local_files_only: bool | None = None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Load a transformers model and its processor; returns ``(model, processor, provenance)``.
+
+    Args:
+        model_cls: a transformers model class with ``from_pretrained`` (e.g. AutoModelForDepthEstimation).
+        processor_cls: its processor class (e.g. AutoImageProcessor); None to skip the processor.
+        name_or_path: hub repo id ("owner/name") or a local directory written by ``save_pretrained``.
+        device: where the model is put (in eval mode).
+        dtype: weights dtype (None: as transformers loads them, float32 for most checkpoints).
+        local_files_only: never contact the hub; None = follow ``HF_HUB_OFFLINE``.
+
+    Raises:
+        OccLabelError: one line naming the model and how to fetch it, when it is not available.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    name = str(name_or_path)
+    offline = hub_offline() if local_files_only is None else bool(local_files_only)
+    local = Path(name).expanduser()
+
+    if local.is_dir():
+        source: str = str(local)
+        files_only = True
+        revision = _snapshot_revision(local)
+    elif _looks_like_path(name) or local.exists():
+        raise OccLabelError(
+            f"model directory {name!r} does not exist (or is not a directory); pass a directory written by "
+            "save_pretrained or fetched with `hf download <repo id> --local-dir DIR` (older huggingface_hub: "
+            "`huggingface-cli download <repo id> --local-dir DIR`), or a hub repo id"
+        )
+    else:
+        snapshot = _cached_snapshot(name)
+        if offline and snapshot is None:
+            raise OccLabelError(
+                f"model {name!r} is not in the Hugging Face cache and the hub is offline "
+                f"(HF_HUB_OFFLINE / local_files_only); {fetch_hint(name)}"
+            )
+        if offline and snapshot is not None:
+            # offline: load the cached snapshot folder itself, so files and recorded revision agree
+            source, files_only, revision = str(snapshot), True, snapshot.name
+        else:
+            source, files_only, revision = name, offline, None
+
+    kwargs: dict[str, Any] = {"local_files_only": files_only}
+    try:
+        model = model_cls.from_pretrained(source, **kwargs, **({"dtype": dtype} if dtype is not None else {}))
+        processor = processor_cls.from_pretrained(source, **kwargs) if processor_cls is not None else None
+    except (OSError, ValueError) as e:
+        where = "directory" if local.is_dir() else "model"
+        raise OccLabelError(f"cannot load {where} {name!r} ({_one_line(e)}); {fetch_hint(name)}") from e
+
+    if revision is None and source == name:
+        # loaded through the hub cache: the snapshot folder name is the resolved commit hash
+        snapshot = _cached_snapshot(name)
+        revision = snapshot.name if snapshot is not None else getattr(model.config, "_commit_hash", None)
+
+    model = model.to(device).eval()
+    config = model.config
+    provenance: dict[str, Any] = {
+        "model": name,
+        "revision": revision,
+        "model_class": type(model).__name__,
+    }
+    if getattr(config, "depth_estimation_type", None) is not None:
+        provenance["depth_estimation_type"] = str(config.depth_estimation_type)
+    return model, processor, provenance

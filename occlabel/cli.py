@@ -133,7 +133,20 @@ def synth(ctx, out, n_scenes, frames, rig, size, seed, keyframe_every, fps, ego_
     show_default=True,
     help="Depth backend: oracle, depth-anything-v2-small|base|large, depth-anything-v1-small, a hub repo id or a local model directory.",
 )
-@click.option("--semantic-model", default="oracle", show_default=True, help="Semantic backend, or 'none'.")
+@click.option(
+    "--semantic-model",
+    default="oracle",
+    show_default=True,
+    help="Semantic backend: oracle, clipseg, or none.",
+)
+@click.option(
+    "--segmenter",
+    default=None,
+    help="Checkpoint (hub repo id or local directory) of the semantic model, e.g. for clipseg.",
+)
+@click.option(
+    "--vocab", default=None, help="Vocabulary of the semantic model: occ3d, semantickitti or a YAML file."
+)
 @click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
@@ -158,6 +171,8 @@ def extract_2d(
     out,
     depth_model,
     semantic_model,
+    segmenter,
+    vocab,
     scenes,
     device,
     batch_size,
@@ -170,6 +185,9 @@ def extract_2d(
     from occlabel.datasets import open_dataset
     from occlabel.stages import extract_2d as stage
 
+    if (segmenter or vocab) and semantic_model in ("oracle", "none"):
+        raise OccLabelError(f"--segmenter/--vocab do not apply to --semantic-model {semantic_model}")
+    semantic_conf = {k: v for k, v in (("model", segmenter), ("vocab", vocab)) if v}
     ds = open_dataset(kind, root)
     path = stage.run(
         ds,
@@ -184,6 +202,7 @@ def extract_2d(
         seed=seed,
         overwrite=overwrite,
         progress=ctx.obj["progress"],
+        semantic_conf=semantic_conf,
     )
     click.echo(f"wrote {path}")
 

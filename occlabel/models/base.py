@@ -86,6 +86,7 @@ DEPTH_BACKENDS: dict[str, tuple[str, str]] = {
 }
 SEMANTIC_BACKENDS: dict[str, tuple[str, str]] = {
     "oracle": ("occlabel.models.semantics.oracle", "OracleSemantics"),
+    "clipseg": ("occlabel.models.semantics.clipseg", "CLIPSeg"),
 }
 
 

@@ -113,6 +113,8 @@ def run(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    depth_conf: dict | None = None,
+    semantic_conf: dict | None = None,
 ) -> Path:
     """Run stage 1 on ``dataset`` and write ``out`` (CACHE.zarr); returns ``out``.
 
@@ -129,15 +131,17 @@ def run(
         seed: seed of the oracle backends' simulated errors.
         overwrite: delete an existing cache first.
         progress: show progress bars.
+        depth_conf: options of the depth backend (its ``default_conf`` keys, e.g. {"model": dir}).
+        semantic_conf: options of the semantic backend (e.g. {"model": dir, "vocab": "occ3d"}).
     """
     out = Path(out)
     dev = resolve_device(device)
-    depth = get_depth_model(depth_model, {"seed": seed} if depth_model == "oracle" else None, dev)
-    sem = (
-        None
-        if semantic_model == "none"
-        else get_semantic_model(semantic_model, {"seed": seed} if semantic_model == "oracle" else None, dev)
-    )
+    dconf = {"seed": seed} if depth_model == "oracle" else {}
+    sconf = {"seed": seed} if semantic_model == "oracle" else {}
+    dconf.update(depth_conf or {})
+    sconf.update(semantic_conf or {})
+    depth = get_depth_model(depth_model, dconf or None, dev)
+    sem = None if semantic_model == "none" else get_semantic_model(semantic_model, sconf or None, dev)
     cache = Cache.create(out, dataset, overwrite=overwrite)
     selected = dataset.select(scenes)
     t0 = time.perf_counter()

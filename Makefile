@@ -31,6 +31,7 @@ demo: install
 
 bench: install
 	$(BIN)/python scripts/bench.py --out docs/benchmarks.md
+	$(BIN)/python scripts/bench_extract.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -131,13 +131,13 @@ def synth(ctx, out, n_scenes, frames, rig, size, seed, keyframe_every, fps, ego_
     "--depth-model",
     default="oracle",
     show_default=True,
-    help="Depth backend: oracle, depth-anything-v2-small|base|large, depth-anything-v1-small, a hub repo id or a local model directory.",
+    help="Depth backend: oracle, depth-anything-v2-small|base|large, depth-anything-v1-small, a hub repo id, a local model directory, or files:DIR.",
 )
 @click.option(
     "--semantic-model",
     default="oracle",
     show_default=True,
-    help="Semantic backend: oracle, clipseg, or none.",
+    help="Semantic backend: oracle, clipseg, files:DIR, or none.",
 )
 @click.option(
     "--segmenter",

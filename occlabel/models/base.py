@@ -7,7 +7,7 @@ only when chosen, so optional dependencies stay optional.
 
 Batch dict passed to ``forward`` (B images of one camera size):
     image:   ``[B x 3 x h x w]`` float32 RGB in [0, 1] at the working resolution, on the model's device
-    records: list of B CameraImage records (paths, K, ground truth paths)
+    records: list of B CameraImage records (paths, rel_path, K, ground truth paths)
     keys:    list of B strings "<scene>/<camera>/<token>" (stable per image; seeds per-image randomness)
     gt_depth_m:    ``[B x h x w]`` float32 (only when the backend sets ``needs_gt = True``), NaN = none
     gt_semantics:  ``[B x h x w]`` uint8 (idem)
@@ -73,6 +73,11 @@ class SemanticModel(_Backend):
         raise NotImplementedError
 
 
+#: backends for names "files:DIR" (per-image results imported from DIR; see models/*/files.py)
+FILES_PREFIX = "files:"
+FILES_DEPTH = ("occlabel.models.depth.files", "FilesDepth")
+FILES_SEMANTICS = ("occlabel.models.semantics.files", "FilesSemantics")
+
 #: backend used for a depth model named by a hub repo id ("org/name") or a local directory
 GENERIC_DEPTH = ("occlabel.models.depth.depth_anything", "DepthAnything")
 
@@ -98,22 +103,28 @@ def store_key(name: str) -> str:
     return name.strip("/").replace("/", "--")
 
 
-def _load(table: dict[str, tuple[str, str]], kind: str, name: str, conf, device, generic=None):
+def _load(table: dict[str, tuple[str, str]], kind: str, name: str, conf, device, generic=None, files=None):
     if name in table:
         module, cls = table[name]
+    elif files is not None and name.startswith(FILES_PREFIX):
+        module, cls = files
+        conf = {**(conf or {})}
+        conf.setdefault("dir", name[len(FILES_PREFIX) :] or None)
     elif generic is not None and ("/" in name or Path(name).expanduser().is_dir()):
         module, cls = generic
     else:
         extra = " or a hub repo id / local model directory" if generic else ""
+        extra += ", or files:DIR" if files else ""
         raise OccLabelError(f"unknown {kind} model {name!r}; available: {', '.join(table)}{extra}")
     return getattr(importlib.import_module(module), cls)(name, conf, device)
 
 
 def get_depth_model(name: str, conf: dict | None = None, device="cpu") -> DepthModel:
-    """Instantiate the depth backend registered as ``name`` (or Depth Anything from a repo id / directory)."""
-    return _load(DEPTH_BACKENDS, "depth", name, conf, device, GENERIC_DEPTH)
+    """Instantiate the depth backend registered as ``name`` (Depth Anything from a repo id / directory,
+    imported maps from files:DIR)."""
+    return _load(DEPTH_BACKENDS, "depth", name, conf, device, GENERIC_DEPTH, FILES_DEPTH)
 
 
 def get_semantic_model(name: str, conf: dict | None = None, device="cpu") -> SemanticModel:
-    """Instantiate the semantic backend registered as ``name``."""
-    return _load(SEMANTIC_BACKENDS, "semantic", name, conf, device)
+    """Instantiate the semantic backend registered as ``name`` (or files:DIR)."""
+    return _load(SEMANTIC_BACKENDS, "semantic", name, conf, device, files=FILES_SEMANTICS)

@@ -57,7 +57,12 @@ class _Images(TorchDataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         t, rec, key = self.items[i]
-        out: dict[str, Any] = {"t": t, "key": key, "image": torch.from_numpy(load_image(rec.path))}
+        out: dict[str, Any] = {
+            "t": t,
+            "key": key,
+            "record": rec,
+            "image": torch.from_numpy(load_image(rec.path)),
+        }
         if self.need_depth:
             if rec.depth_path is None:
                 raise DatasetError(
@@ -74,7 +79,11 @@ class _Images(TorchDataset):
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"t": [s["t"] for s in samples], "keys": [s["key"] for s in samples]}
+    out: dict[str, Any] = {
+        "t": [s["t"] for s in samples],
+        "keys": [s["key"] for s in samples],
+        "records": [s["record"] for s in samples],
+    }
     for k in ("image", "gt_depth_m", "gt_semantics"):
         if k in samples[0]:
             out[k] = torch.stack([s[k] for s in samples])
@@ -87,7 +96,7 @@ def _to_device(batch: dict[str, Any], device: torch.device, size: tuple[int, int
     img = batch["image"].to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
     if img.shape[-2:] != (h, w):
         img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    out = {"image": img.clamp(0, 1), "keys": batch["keys"], "t": batch["t"]}
+    out = {"image": img.clamp(0, 1), "keys": batch["keys"], "records": batch["records"], "t": batch["t"]}
     if "gt_depth_m" in batch:
         d = batch["gt_depth_m"].to(device)[:, None]
         out["gt_depth_m"] = (

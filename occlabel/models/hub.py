@@ -157,3 +157,23 @@ def load_pretrained(
     if getattr(config, "depth_estimation_type", None) is not None:
         provenance["depth_estimation_type"] = str(config.depth_estimation_type)
     return model, processor, provenance
+
+
+def normalization(processor: Any, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image processor's (mean, std) as ``[1 x 3 x 1 x 1]`` float32 tensors on ``device``.
+
+    Lets backends normalise images in torch on the device instead of through the (PIL) processor;
+    a processor with ``do_normalize=False`` gives mean 0, std 1.
+    """
+    if not getattr(processor, "do_normalize", True):
+        mean, std = [0.0] * 3, [1.0] * 3
+    else:
+        mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+        if mean is None or std is None:
+            raise OccLabelError(
+                f"the image processor {type(processor).__name__} has no image_mean / image_std"
+            )
+        mean = [float(mean)] * 3 if isinstance(mean, int | float) else [float(v) for v in mean]
+        std = [float(std)] * 3 if isinstance(std, int | float) else [float(v) for v in std]
+    as_t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)  # noqa: E731
+    return as_t(mean), as_t(std)

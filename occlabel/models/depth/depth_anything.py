@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from occlabel.errors import OccLabelError
 from occlabel.models.base import DepthModel
-from occlabel.models.hub import load_pretrained
+from occlabel.models.hub import load_pretrained, normalization
 
 #: preset name -> hub repo id
 PRESETS: dict[str, str] = {
@@ -82,22 +82,9 @@ class DepthAnything(DepthModel):
             self.device,
             self._weights_dtype,
         )
-        mean, std = self._norm_stats(processor)
-        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._mean, self._std = normalization(processor, self.device)
         kind = getattr(self.model.config, "depth_estimation_type", None) or "relative"
         self.space = "depth_m" if kind == "metric" else "disparity"  # per instance: depends on the checkpoint
-
-    @staticmethod
-    def _norm_stats(processor: Any) -> tuple[list[float], list[float]]:
-        if not getattr(processor, "do_normalize", True):
-            return [0.0] * 3, [1.0] * 3
-        mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
-        if mean is None or std is None:
-            raise OccLabelError("the model's image processor has no image_mean / image_std")
-        mean = [float(mean)] * 3 if isinstance(mean, int | float) else [float(v) for v in mean]
-        std = [float(std)] * 3 if isinstance(std, int | float) else [float(v) for v in std]
-        return mean, std
 
     def provenance(self) -> dict[str, Any]:
         return {**super().provenance(), "weights": self.weights, "space": self.space}

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from occlabel.conventions import UNLABELED
 from occlabel.errors import OccLabelError
 from occlabel.models.base import SemanticModel
-from occlabel.models.hub import load_pretrained
+from occlabel.models.hub import load_pretrained, normalization
 from occlabel.models.vocab import Vocabulary, load_vocabulary
 
 DEFAULT_MODEL = "CIDAS/clipseg-rd64-refined"
@@ -117,9 +117,7 @@ class CLIPSeg(SemanticModel):
                 f"{name}: input_size must be a multiple of the patch size {patch}, got {size}"
             )
         image_processor = getattr(processor, "image_processor", processor)
-        mean, std = self._norm_stats(image_processor)
-        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._mean, self._std = normalization(image_processor, self.device)
 
         # prompt -> class bookkeeping, and the text embeddings of all prompts, computed once
         self.prompt_texts = [p for p, _ in prompts]
@@ -137,17 +135,6 @@ class CLIPSeg(SemanticModel):
                 attention_mask=tokens["attention_mask"].to(self.device),
             )
         self._text_emb = emb.detach().float().clone()  # P x projection_dim
-
-    @staticmethod
-    def _norm_stats(processor: Any) -> tuple[list[float], list[float]]:
-        if not getattr(processor, "do_normalize", True):
-            return [0.0] * 3, [1.0] * 3
-        mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
-        if mean is None or std is None:
-            raise OccLabelError("the CLIPSeg image processor has no image_mean / image_std")
-        mean = [float(mean)] * 3 if isinstance(mean, int | float) else [float(v) for v in mean]
-        std = [float(std)] * 3 if isinstance(std, int | float) else [float(v) for v in std]
-        return mean, std
 
     def provenance(self) -> dict[str, Any]:
         return {

@@ -176,14 +176,15 @@ def get_grid(name: str) -> VoxelGrid:
 def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
     """Intrinsics of an image resized by factors (sx, sy) (new_width / width, new_height / height).
 
-    Pixel centres at integer coordinates: u' = sx * (u + 0.5) - 0.5.
+    Pixel centres at integer coordinates: u' = sx * (u + 0.5) - 0.5. The numpy twin of
+    occlabel.geometry.warp.scale_intrinsics (torch, batched); both scale the skew with x.
     Args: K <float: 3, 3>. Returns a new <np.float64: 3, 3>.
     """
     K = np.asarray(K, np.float64).copy()
-    K[0, 0] *= sx
-    K[0, 2] = sx * (K[0, 2] + 0.5) - 0.5
-    K[1, 1] *= sy
-    K[1, 2] = sy * (K[1, 2] + 0.5) - 0.5
+    K[0] *= sx  # fx, skew, cx
+    K[1] *= sy  # fy, cy
+    K[0, 2] += 0.5 * sx - 0.5
+    K[1, 2] += 0.5 * sy - 0.5
     return K
 
 

@@ -111,3 +111,12 @@ def test_resize_nearest_matches_torch_nearest_exact():
         t = F.interpolate(torch.from_numpy(a)[None, None], size=(h, w), mode="nearest-exact")[0, 0].numpy()
         assert np.array_equal(t, resize_nearest(a, h, w))
     assert resize_nearest(a, 37, 53) is a
+
+
+def test_scale_intrinsics_numpy_and_torch_twins_agree():
+    from occlabel.geometry.warp import scale_intrinsics as scale_intrinsics_t
+
+    K = np.array([[500.0, 3.0, 320.0], [0, 480.0, 240.0], [0, 0, 1]])  # with skew
+    out = scale_intrinsics(K, 0.37, 0.5)
+    assert np.allclose(out, scale_intrinsics_t(torch.from_numpy(K), 0.37, 0.5).numpy())
+    assert np.isclose(out[0, 1], 3.0 * 0.37)

@@ -302,9 +302,8 @@ class Cache:
             a = create_or_open_array(cal, name, (T,), dt, chunks=(T,), fill_value=0)
             a[:] = np.asarray(arrays[name], dt)
         done = create_or_open_array(cal, "done", (T,), "bool", chunks=(T,), fill_value=False)
-        done[:] = np.asarray(
-            arrays.get("done", self.depth_done(scene, camera, self.resolve_key("depth", key))), bool
-        )
+        # frames count as calibrated where the caller says so, else wherever the depth map is done
+        done[:] = np.asarray(arrays["done"] if "done" in arrays else g["done"][:], bool)
 
     def has_calibration(self, scene: str, camera: str, key: str | None = None) -> bool:
         g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))

@@ -121,6 +121,67 @@ def synth(ctx, out, n_scenes, frames, rig, size, seed, keyframe_every, fps, ego_
     click.echo(f"wrote synthetic dataset: {root}")
 
 
+def _options(values: tuple[str, ...], flag: str) -> dict:
+    """``KEY=VALUE`` pairs (VALUE read as YAML: 0.2, true, [1, 2], text) -> dict."""
+    import yaml
+
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{flag}: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def backend_confs(
+    depth_model: str,
+    semantic_model: str,
+    detector: str | None = None,
+    segmenter: str | None = None,
+    vocab: str | None = None,
+    depth_kind: str | None = None,
+    depth_options: tuple[str, ...] = (),
+    semantic_options: tuple[str, ...] = (),
+) -> tuple[dict, dict]:
+    """The backends' conf dicts from the extract-2d flags, checked against their ``default_conf``.
+
+    ``--segmenter`` sets a backend's "segmenter" (box-prompted SAM backends) or else its "model" (CLIPSeg,
+    closed-set); ``--detector`` its "detector"; ``--vocab`` its "vocab"; ``--depth-kind`` the files depth
+    backend's "kind". A flag the chosen backend does not take is a one-line error.
+    """
+    from occlabel.models.base import depth_backend_class, semantic_backend_class
+
+    dconf = _options(depth_options, "--depth-option")
+    sconf = _options(semantic_options, "--semantic-option")
+    dkeys = depth_backend_class(depth_model).default_conf
+    if depth_kind is not None:
+        if "kind" not in dkeys:
+            raise OccLabelError(f"--depth-kind applies to --depth-model files:DIR, not {depth_model!r}")
+        dconf["kind"] = depth_kind
+    flags = {"--detector": detector, "--segmenter": segmenter, "--vocab": vocab}
+    given = [f for f, v in flags.items() if v is not None]
+    if semantic_model == "none":
+        if given or sconf:
+            what = ", ".join(given + (["--semantic-option"] if sconf else []))
+            raise OccLabelError(f"{what}: not used with --semantic-model none (a depth-only run)")
+        return dconf, {}
+    skeys = semantic_backend_class(semantic_model).default_conf
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        key = {"--detector": "detector", "--vocab": "vocab"}.get(flag)
+        if flag == "--segmenter":
+            key = "segmenter" if "segmenter" in skeys else "model"
+        if key not in skeys:
+            raise OccLabelError(f"{flag} does not apply to --semantic-model {semantic_model}")
+        sconf[key] = value
+    return dconf, sconf
+
+
 @main.command("extract-2d")
 @click.option("--dataset", "kind", default="folder", show_default=True, help="Dataset adapter.")
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="Dataset root.")
@@ -131,21 +192,54 @@ def synth(ctx, out, n_scenes, frames, rig, size, seed, keyframe_every, fps, ego_
     "--depth-model",
     default="oracle",
     show_default=True,
-    help="Depth backend: oracle, depth-anything-v2-small|base|large, depth-anything-v1-small, a hub repo id, a local model directory, or files:DIR.",
+    help="Depth backend: depth-anything-v2-small|base|large, depth-anything-v1-small, a hub repo id, a "
+    "local model directory, files:DIR (per-image maps you already have), or oracle (synthetic data).",
 )
 @click.option(
     "--semantic-model",
     default="oracle",
     show_default=True,
-    help="Semantic backend: oracle, clipseg, files:DIR, or none.",
+    help="Semantic backend: grounded-sam, owlv2-sam, clipseg, semseg (closed-set), files:DIR, oracle, "
+    "or none (depth only).",
+)
+@click.option(
+    "--detector", default=None, help="Box detector for grounded-sam / owlv2-sam: hub id or directory."
 )
 @click.option(
     "--segmenter",
     default=None,
-    help="Checkpoint (hub repo id or local directory) of the semantic model, e.g. for clipseg.",
+    help="SAM / SAM2 checkpoint for grounded-sam / owlv2-sam, or the CLIPSeg / closed-set model itself "
+    "(hub repo id or local directory).",
 )
 @click.option(
     "--vocab", default=None, help="Vocabulary of the semantic model: occ3d, semantickitti or a YAML file."
+)
+@click.option(
+    "--depth-kind",
+    type=click.Choice(["disparity", "depth"]),
+    default=None,
+    help="What files:DIR depth maps hold: affine-invariant disparity or metric depth.",
+)
+@click.option(
+    "--depth-option",
+    "depth_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any option of the depth backend (repeatable), e.g. input_size=518.",
+)
+@click.option(
+    "--semantic-option",
+    "semantic_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any option of the semantic backend (repeatable), e.g. box_threshold=0.25 or mode=single-pass.",
+)
+@click.option(
+    "--depth-bits",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 10),
+    help="float16 mantissa bits kept in stored depth (10 = exact; 8: <= 0.2 % rounding, several x smaller).",
 )
 @click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -171,8 +265,13 @@ def extract_2d(
     out,
     depth_model,
     semantic_model,
+    detector,
     segmenter,
     vocab,
+    depth_kind,
+    depth_options,
+    semantic_options,
+    depth_bits,
     scenes,
     device,
     batch_size,
@@ -181,13 +280,21 @@ def extract_2d(
     seed,
     overwrite,
 ):
-    """Stage 1: relative depth and semantics per image, cached in Zarr."""
+    """Stage 1: relative depth and semantics per image, cached in Zarr.
+
+    \b
+    Examples:
+      occlabel extract-2d --root data --out cache.zarr --depth-model depth-anything-v2-small \\
+          --semantic-model grounded-sam --vocab occ3d
+      occlabel extract-2d --root data --out cache.zarr --depth-model files:my_depth --depth-kind depth \\
+          --semantic-model files:my_labels --semantic-option mapping=map.yaml
+    """
     from occlabel.datasets import open_dataset
     from occlabel.stages import extract_2d as stage
 
-    if (segmenter or vocab) and semantic_model in ("oracle", "none"):
-        raise OccLabelError(f"--segmenter/--vocab do not apply to --semantic-model {semantic_model}")
-    semantic_conf = {k: v for k, v in (("model", segmenter), ("vocab", vocab)) if v}
+    depth_conf, semantic_conf = backend_confs(
+        depth_model, semantic_model, detector, segmenter, vocab, depth_kind, depth_options, semantic_options
+    )
     ds = open_dataset(kind, root)
     path = stage.run(
         ds,
@@ -202,7 +309,9 @@ def extract_2d(
         seed=seed,
         overwrite=overwrite,
         progress=ctx.obj["progress"],
+        depth_conf=depth_conf,
         semantic_conf=semantic_conf,
+        depth_bits=depth_bits,
     )
     click.echo(f"wrote {path}")
 

@@ -114,3 +114,44 @@ def test_extract_2d_oracle_and_resume(tiny_folder, tmp_path):
     cache = open_cache(out)
     assert cache.meta["stages"]["extract_2d"]["images_processed"] == 1
     assert np.allclose(cache.read_depth("s0", "CAM_FRONT"), d)  # deterministic per image
+
+
+def test_round_mantissa_known_answers():
+    from occlabel.store.cache import round_mantissa
+
+    x = np.array(
+        [1.0, 1 + 2**-10, 1 + 3 * 2**-10, 1 + 2**-9, 2 - 2**-10, 65504, np.nan, np.inf, -3.0], np.float16
+    )
+    r = round_mantissa(x, 8)
+    # 8 of 10 mantissa bits: steps of 2^-8 on [1, 2); a quarter step rounds down, halves up in magnitude; the carry into the
+    # exponent is exact (2 - 2^-10 -> 2); the largest finite value would overflow: kept
+    expected = [1.0, 1.0, 1 + 2**-8, 1 + 2**-8, 2.0, 65504, np.nan, np.inf, -3.0]
+    np.testing.assert_array_equal(r, np.array(expected, np.float16))
+    np.testing.assert_array_equal(round_mantissa(x, 10), x)
+    # relative error bound 2^-(bits+1) over all finite positive float16 values
+    allv = np.arange(0x0400, 0x7C00, dtype=np.uint16).view(np.float16)  # normal numbers
+    for bits in (4, 7, 8):
+        rr = round_mantissa(allv, bits).astype(np.float64)
+        ok = np.isfinite(rr)
+        rel = np.abs(rr[ok] - allv[ok].astype(np.float64)) / allv[ok].astype(np.float64)
+        assert rel.max() <= 2.0 ** -(bits + 1) + 1e-12
+        low = rr[rr < 32768].astype(np.float16).view(np.uint16) & ((1 << (10 - bits)) - 1)
+        assert (low == 0).all()  # (the top binade may keep its values to avoid overflowing to inf)
+    with pytest.raises(ValueError, match="1..10"):
+        round_mantissa(x, 0)
+
+
+def test_extract_2d_depth_bits_and_changed_settings_refused(tiny_folder, tmp_path):
+    ds = open_dataset("folder", tiny_folder)
+    exact = open_cache(extract_2d.run(ds, tmp_path / "a.zarr", progress=False, depth_bits=10))
+    out = extract_2d.run(ds, tmp_path / "b.zarr", progress=False)  # default: 8 bits
+    rounded = open_cache(out)
+    a, b = exact.read_depth("s0", "CAM_FRONT"), rounded.read_depth("s0", "CAM_FRONT")
+    assert rounded.depth_attrs("s0", "CAM_FRONT")["mantissa_bits"] == 8
+    assert not np.array_equal(a, b) and np.allclose(a, b, rtol=2**-9, atol=0)
+    # resuming a group with other settings would mix two kinds of output in one array: refused
+    with pytest.raises(StoreError, match="written with other settings .*mantissa_bits"):
+        extract_2d.run(ds, out, progress=False, depth_bits=10)
+    with pytest.raises(StoreError, match="differs in model"):
+        extract_2d.run(ds, out, progress=False, seed=3)
+    extract_2d.run(ds, out, progress=False, seed=3, overwrite=True)  # --overwrite starts afresh

@@ -200,3 +200,24 @@ def test_extract_2d_cli_with_a_local_model_directory(tiny_dir, tiny_folder, tmp_
     assert cache.depth_attrs("s0", "CAM_FRONT")["space"] == "disparity"
     d = cache.read_depth("s0", "CAM_FRONT")
     assert d.shape == (3, 24, 32) and np.isfinite(d).all()
+
+
+def test_network_input_comes_from_the_native_image(model):
+    """A network input larger than the working resolution is resized from the native image, not upsampled
+    from the (blurrier) working image: with a fine checkerboard the two differ, and the native one keeps it."""
+    import torch.nn.functional as F
+
+    from occlabel.models.base import network_input
+
+    yy, xx = torch.meshgrid(torch.arange(120), torch.arange(200), indexing="ij")
+    native = ((yy // 2 + xx // 2) % 2).float().expand(1, 3, 120, 200).contiguous()  # 2-px checkerboard
+    working = F.interpolate(native, size=(30, 50), mode="bilinear", antialias=True)  # detail averaged away
+    batch = {"image": working, "image_native": native}
+    x = network_input(batch, (60, 100))
+    assert x.shape == (1, 3, 60, 100) and float(x.std()) > 0.1  # 1-px checker at half size: still contrast
+    assert float(network_input({"image": working}, (60, 100)).std()) < 0.05  # upsampled working image: flat
+    assert torch.equal(network_input({"image": native}, (120, 200)), native)
+    # the depth model's input follows the working aspect ratio, but its pixels come from the native image
+    pre = model.preprocess(batch)
+    assert pre.shape[-2:] == network_size(30, 50, 56)
+    assert not torch.allclose(pre, model.preprocess({"image": working}))

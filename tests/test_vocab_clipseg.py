@@ -271,4 +271,4 @@ def test_extract_2d_cli_with_clipseg(tmp_path, tiny_folder, monkeypatch):
     prov = cache.meta["stages"]["extract_2d"]["semantic_model"]
     assert prov["conf"]["vocab"] == "occ3d" and len(prov["vocab_hash"]) == 64
     r = CliRunner().invoke(main, [*args, "--vocab", "occ3d"])
-    assert r.exit_code == 2 and "do not apply to --semantic-model oracle" in r.output
+    assert r.exit_code == 2 and "--vocab does not apply to --semantic-model oracle" in r.output

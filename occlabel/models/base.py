@@ -6,7 +6,11 @@ a batch dict and returns a dict of tensors. The registry maps a name given on th
 only when chosen, so optional dependencies stay optional.
 
 Batch dict passed to ``forward`` (B images of one camera size):
-    image:   ``[B x 3 x h x w]`` float32 RGB in [0, 1] at the working resolution, on the model's device
+    image:   ``[B x 3 x h x w]`` float32 RGB in [0, 1] at the working resolution, on the model's device;
+             outputs are at this resolution
+    image_native: ``[B x 3 x H x W]`` float32 RGB in [0, 1] at the image's native resolution, on the device
+             (optional): networks resize their input from it (:func:`network_input`), so a network whose
+             input is larger than the working resolution sees the image's real detail
     records: list of B CameraImage records (paths, rel_path, K, ground truth paths)
     keys:    list of B strings "<scene>/<camera>/<token>" (stable per image; seeds per-image randomness)
     gt_depth_m:    ``[B x h x w]`` float32 (only when the backend sets ``needs_gt = True``), NaN = none
@@ -20,8 +24,25 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from occlabel.errors import OccLabelError
+
+
+def network_input(batch: dict[str, Any], size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """The batch's images resized to a network's input ``size`` = (H, W): ``[B x 3 x H x W]`` float32 in [0, 1].
+
+    Resizes from ``batch["image_native"]`` when present (else from the working-resolution ``image``), with
+    antialiasing when shrinking; no copy when the size already matches.
+    """
+    image = batch.get("image_native")
+    if image is None:
+        image = batch["image"]
+    image = image.float()
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    out = F.interpolate(image, size=tuple(size), mode=mode, align_corners=False, antialias=True)
+    return out.clamp_(0, 1)
 
 
 class _Backend:
@@ -92,6 +113,9 @@ DEPTH_BACKENDS: dict[str, tuple[str, str]] = {
 SEMANTIC_BACKENDS: dict[str, tuple[str, str]] = {
     "oracle": ("occlabel.models.semantics.oracle", "OracleSemantics"),
     "clipseg": ("occlabel.models.semantics.clipseg", "CLIPSeg"),
+    "grounded-sam": ("occlabel.models.semantics.grounded_sam", "GroundedSAM"),
+    "owlv2-sam": ("occlabel.models.semantics.owlv2_sam", "OWLv2SAM"),
+    "semseg": ("occlabel.models.semantics.semseg", "SemSeg"),
 }
 
 
@@ -103,20 +127,37 @@ def store_key(name: str) -> str:
     return name.strip("/").replace("/", "--")
 
 
-def _load(table: dict[str, tuple[str, str]], kind: str, name: str, conf, device, generic=None, files=None):
+def _resolve(table: dict[str, tuple[str, str]], kind: str, name: str, generic=None, files=None) -> type:
+    """The backend class registered for ``name`` (imports its module only)."""
     if name in table:
         module, cls = table[name]
     elif files is not None and name.startswith(FILES_PREFIX):
         module, cls = files
-        conf = {**(conf or {})}
-        conf.setdefault("dir", name[len(FILES_PREFIX) :] or None)
     elif generic is not None and ("/" in name or Path(name).expanduser().is_dir()):
         module, cls = generic
     else:
         extra = " or a hub repo id / local model directory" if generic else ""
         extra += ", or files:DIR" if files else ""
         raise OccLabelError(f"unknown {kind} model {name!r}; available: {', '.join(table)}{extra}")
-    return getattr(importlib.import_module(module), cls)(name, conf, device)
+    return getattr(importlib.import_module(module), cls)
+
+
+def _load(table: dict[str, tuple[str, str]], kind: str, name: str, conf, device, generic=None, files=None):
+    cls = _resolve(table, kind, name, generic, files)
+    if files is not None and name.startswith(FILES_PREFIX) and name not in table:
+        conf = {**(conf or {})}
+        conf.setdefault("dir", name[len(FILES_PREFIX) :] or None)
+    return cls(name, conf, device)
+
+
+def depth_backend_class(name: str) -> type[DepthModel]:
+    """The class ``get_depth_model(name)`` would instantiate (for its ``default_conf``)."""
+    return _resolve(DEPTH_BACKENDS, "depth", name, GENERIC_DEPTH, FILES_DEPTH)
+
+
+def semantic_backend_class(name: str) -> type[SemanticModel]:
+    """The class ``get_semantic_model(name)`` would instantiate (for its ``default_conf``)."""
+    return _resolve(SEMANTIC_BACKENDS, "semantic", name, files=FILES_SEMANTICS)
 
 
 def get_depth_model(name: str, conf: dict | None = None, device="cpu") -> DepthModel:

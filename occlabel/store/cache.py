@@ -32,6 +32,7 @@ atomically, and ``done`` is set only after the frame's data.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from occlabel.errors import StoreError
 from occlabel.store.common import (
     COMPRESSOR,
     META,
+    _jsonable,
     create_or_open_array,
     open_root,
     provenance,
@@ -60,6 +62,29 @@ FLAGS = {
     "fallback": 8,  # values come from the scene prior / another cue, not this frame's own fit
     "cue_disagreement": 16,  # label-free cues disagree beyond tolerance
 }
+
+
+def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
+    """float16 values rounded (half away from zero in magnitude) to ``bits`` of their 10 mantissa bits.
+
+    Args:
+        values: float16 array, any shape.
+        bits: mantissa bits kept, 1-10 (10 returns ``values`` unchanged).
+    Returns:
+        float16 array of the same shape: finite values have relative error at most 2^-(bits+1) (8 bits:
+        0.2 %), their low (10 - bits) mantissa bits are zero (so a byte-shuffling compressor packs them);
+        NaN and +-inf are kept; a value may round up to the next power of two (the carry is exact).
+    """
+    if not 1 <= int(bits) <= 10:
+        raise ValueError(f"mantissa bits must be in 1..10, got {bits}")
+    values = np.asarray(values, np.float16)
+    drop = 10 - int(bits)
+    if drop == 0:
+        return values
+    u = values.view(np.uint16).astype(np.uint32)
+    rounded = (((u + (1 << (drop - 1))) >> drop) << drop).astype(np.uint16).view(np.float16)
+    # rounding the largest finite magnitudes may carry into the exponent and overflow to inf: keep those
+    return np.where(np.isfinite(values) & np.isfinite(rounded), rounded, values)
 
 
 class Cache:
@@ -194,7 +219,20 @@ class Cache:
             g = cg.require_group(path)
             write_meta(g, create)
             return g
-        return cg[path]
+        g = cg[path]
+        if create is not None:
+            stored = read_meta(g)
+            if json.dumps(stored, sort_keys=True) != json.dumps(_jsonable(create), sort_keys=True):
+                changed = sorted(
+                    k
+                    for k in set(stored) | set(create)
+                    if json.dumps(stored.get(k)) != json.dumps(_jsonable(create.get(k)))
+                )
+                raise StoreError(
+                    f"{self.path}: {scene}/{camera}/{path} was written with other settings (differs in "
+                    f"{', '.join(changed)}); resume with the same options, pass --overwrite, or use another cache"
+                )
+        return g
 
     def _frame_array(
         self, g: zarr.Group, name: str, dtype: str, fill: Any, scene: str, camera: str
@@ -234,11 +272,13 @@ class Cache:
         return k
 
     def init_depth(self, scene: str, camera: str, key: str, attrs: dict) -> None:
+        """Create (or, resuming, check) depth group ``key``; ``attrs`` must equal the stored ones."""
         g = self._maps(scene, camera, "depth", key, create=attrs)
         self._frame_array(g, "values", "float16", np.nan, scene, camera)
         self._done(g, scene)
 
     def init_semantics(self, scene: str, camera: str, key: str, attrs: dict) -> None:
+        """Create (or, resuming, check) semantics group ``key``; ``attrs`` must equal the stored ones."""
         g = self._maps(scene, camera, "semantics", key, create=attrs)
         self._frame_array(g, "labels", "uint8", 255, scene, camera)
         self._frame_array(g, "confidence", "uint8", 0, scene, camera)
@@ -250,10 +290,17 @@ class Cache:
     def semantics_done(self, scene: str, camera: str, key: str) -> np.ndarray:
         return self._maps(scene, camera, "semantics", key)["done"][:]
 
-    def write_depth(self, scene: str, camera: str, key: str, t: int, values: np.ndarray) -> None:
-        """Write frame ``t``'s map <float: h, w> (disparity or metric depth, NaN = none), then mark it done."""
+    def write_depth(
+        self, scene: str, camera: str, key: str, t: int, values: np.ndarray, mantissa_bits: int = 10
+    ) -> None:
+        """Write frame ``t``'s map <float: h, w> (disparity or metric depth, NaN = none), then mark it done.
+
+        ``mantissa_bits`` < 10 rounds the float16 values to that many mantissa bits (relative error at most
+        2^-(bits+1)), which lets the compressor store smooth maps in far fewer bytes; see
+        :func:`round_mantissa`.
+        """
         g = self._maps(scene, camera, "depth", key)
-        g["values"][t] = np.asarray(values, np.float16)
+        g["values"][t] = round_mantissa(np.asarray(values, np.float16), mantissa_bits)
         g["done"][t] = True
 
     def write_semantics(

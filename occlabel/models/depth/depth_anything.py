@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from occlabel.errors import OccLabelError
-from occlabel.models.base import DepthModel
+from occlabel.models.base import DepthModel, network_input
 from occlabel.models.hub import load_pretrained, normalization
 
 #: preset name -> hub repo id
@@ -89,18 +89,22 @@ class DepthAnything(DepthModel):
     def provenance(self) -> dict[str, Any]:
         return {**super().provenance(), "weights": self.weights, "space": self.space}
 
-    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        """``[B x 3 x h x w]`` RGB in [0, 1] -> normalised network input ``[B x 3 x H x W]`` float32."""
-        x = image.to(self.device, torch.float32)
-        size = network_size(x.shape[-2], x.shape[-1], self.conf["input_size"])
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    def preprocess(self, batch: dict[str, Any] | torch.Tensor) -> torch.Tensor:
+        """Normalised network input ``[B x 3 x H x W]`` float32 from a batch (resized from its native-resolution
+        image when present) or from an image tensor ``[B x 3 x h x w]`` RGB in [0, 1].
+
+        (H, W) keeps the working image's aspect ratio with the short side ~ ``input_size`` (multiples of 14).
+        """
+        if isinstance(batch, torch.Tensor):
+            batch = {"image": batch}
+        h, w = batch["image"].shape[-2:]
+        size = network_size(h, w, self.conf["input_size"])
+        x = network_input(batch, size, mode="bicubic").to(self.device, torch.float32)
         return (x - self._mean) / self._std
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        image = batch["image"]
-        h, w = image.shape[-2:]
-        x = self.preprocess(image).to(self._weights_dtype)
+        h, w = batch["image"].shape[-2:]
+        x = self.preprocess(batch).to(self._weights_dtype)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self._autocast):
             pred = self.model(pixel_values=x).predicted_depth
         pred = pred.float()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from occlabel.conventions import UNLABELED
 from occlabel.errors import OccLabelError
-from occlabel.models.base import SemanticModel
+from occlabel.models.base import SemanticModel, network_input
 from occlabel.models.hub import load_pretrained, normalization
 from occlabel.models.vocab import Vocabulary, load_vocabulary
 
@@ -145,14 +145,13 @@ class CLIPSeg(SemanticModel):
             "n_prompts": len(self.prompt_texts),
         }
 
-    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        """``[B x 3 x h x w]`` RGB in [0, 1] -> normalised square network input ``[B x 3 x S x S]``."""
-        x = image.to(self.device, torch.float32)
+    def preprocess(self, batch: dict[str, Any] | torch.Tensor) -> torch.Tensor:
+        """Normalised square network input ``[B x 3 x S x S]`` from a batch (resized from its native image when
+        present) or from an image tensor ``[B x 3 x h x w]`` RGB in [0, 1]."""
+        if isinstance(batch, torch.Tensor):
+            batch = {"image": batch}
         s = self.conf["input_size"]
-        if tuple(x.shape[-2:]) != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True).clamp(
-                0, 1
-            )
+        x = network_input(batch, (s, s)).to(self.device, torch.float32)
         return (x - self._mean) / self._std
 
     def prompt_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -171,7 +170,7 @@ class CLIPSeg(SemanticModel):
         image = batch["image"]
         h, w = image.shape[-2:]
         with torch.inference_mode():
-            logits = self.prompt_logits(self.preprocess(image))
+            logits = self.prompt_logits(self.preprocess(batch))
             return combine_prompt_logits(
                 logits, self._prompt_class, self._class_ids, float(self.conf["threshold"]), size=(h, w)
             )

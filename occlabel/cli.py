@@ -121,6 +121,13 @@ def synth(ctx, out, n_scenes, frames, rig, size, seed, keyframe_every, fps, ego_
     click.echo(f"wrote synthetic dataset: {root}")
 
 
+def default_workers() -> int:
+    """Decoding workers when not given: half the CPU cores (the rest feed the model), 1 to 4."""
+    import os
+
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 def _options(values: tuple[str, ...], flag: str) -> dict:
     """``KEY=VALUE`` pairs (VALUE read as YAML: 0.2, true, [1, 2], text) -> dict."""
     import yaml
@@ -245,7 +252,10 @@ def backend_confs(
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
 @click.option(
-    "--num-workers", default=0, show_default=True, type=click.IntRange(0), help="Image decoding workers."
+    "--num-workers",
+    default=None,
+    type=click.IntRange(0),
+    help="Image decoding worker processes (default: half the CPU cores, at most 4; 0 = decode inline).",
 )
 @click.option(
     "--width",
@@ -292,6 +302,8 @@ def extract_2d(
     from occlabel.datasets import open_dataset
     from occlabel.stages import extract_2d as stage
 
+    if num_workers is None:
+        num_workers = default_workers()
     depth_conf, semantic_conf = backend_confs(
         depth_model, semantic_model, detector, segmenter, vocab, depth_kind, depth_options, semantic_options
     )

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from occlabel.datasets import Dataset, Scene
@@ -177,12 +180,14 @@ def run(
     cache = Cache.create(out, dataset, overwrite=overwrite)
     selected = dataset.select(scenes)
     t0 = time.perf_counter()
-    n_images = 0
     total = sum(len(f.images) for s in selected for f in s.frames)
     bar = progress_bar(total=total, desc="extract-2d", enabled=progress, unit="img")
-    for scene in selected:
-        n_images += _run_scene(cache, scene, depth, sem, batch_size, num_workers, width, depth_bits, bar)
-    bar.close()
+    try:
+        jobs = [job for scene in selected for job in _plan_scene(cache, scene, depth, sem, width, depth_bits)]
+        bar.update(total - sum(len(j.items) for j in jobs))
+        n_images = _run_jobs(cache, jobs, depth, sem, batch_size, num_workers, depth_bits, bar)
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - t0
     cache.update_meta(default_depth=depth.key, **({"default_semantics": sem.key} if sem else {}))
     cache.record_stage(
@@ -204,15 +209,26 @@ def run(
     return out
 
 
-def _run_scene(
-    cache: Cache, scene: Scene, depth, sem, batch_size, num_workers, width, depth_bits, bar
-) -> int:
+@dataclass
+class _Job:
+    """The pending frames of one (scene, camera): what the loader decodes and where outputs go."""
+
+    scene: str
+    camera: str
+    size: tuple[int, int]  # working (w, h)
+    items: list[tuple[int, CameraImage, str]]  # (frame index, record, key)
+    depth_done: np.ndarray  # (T,) bool, already written
+    sem_done: np.ndarray  # (T,) bool
+
+
+def _plan_scene(cache: Cache, scene: Scene, depth, sem, width, depth_bits) -> list[_Job]:
+    """Create (or check, when resuming) the scene's groups; one job per camera with frames left to do."""
     sizes: dict[str, tuple[int, int]] = {}
     for cam in scene.cameras:
         first = next(f.images[cam] for f in scene.frames if cam in f.images)
         sizes[cam] = work_size(first.size(), width)
     cache.init_scene(scene, sizes)
-    done_count = 0
+    jobs = []
     for cam in scene.cameras:
         cache.init_depth(
             scene.name,
@@ -229,29 +245,87 @@ def _run_scene(
             for t, f in enumerate(scene.frames)
             if cam in f.images and not (d_done[t] and s_done[t])
         ]
-        bar.update(sum(1 for f in scene.frames if cam in f.images) - len(items))
-        if not items:
-            continue
-        loader = DataLoader(
-            _Images(items, depth.needs_gt, sem is not None and sem.needs_gt),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            collate_fn=_collate,
-            pin_memory=depth.device.type == "cuda",
-        )
-        for raw in loader:
-            batch = _to_device(raw, depth.device, sizes[cam])
-            disp = depth(batch).float().cpu().numpy()
-            if sem is not None:
-                labels, conf = sem(batch)
-                labels = labels.cpu().numpy()
-                conf = (conf.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-            for i, t in enumerate(batch["t"]):
-                # semantics first, then depth: a frame counts as done only when both are written
-                if sem is not None and not s_done[t]:
-                    cache.write_semantics(scene.name, cam, sem.key, t, labels[i], conf[i])
-                if not d_done[t]:
-                    cache.write_depth(scene.name, cam, depth.key, t, disp[i], depth_bits)
-            done_count += len(batch["t"])
-            bar.update(len(batch["t"]))
+        if items:
+            jobs.append(_Job(scene.name, cam, sizes[cam], items, d_done, s_done))
+    return jobs
+
+
+class _JobBatches(Sampler):
+    """Batches of indices into the flattened job items; a batch never mixes (scene, camera) groups."""
+
+    def __init__(self, jobs: list[_Job], batch_size: int):
+        self.batches: list[list[int]] = []
+        start = 0
+        for job in jobs:
+            n = len(job.items)
+            self.batches += [
+                list(range(start + i, start + min(i + batch_size, n))) for i in range(0, n, batch_size)
+            ]
+            start += n
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _run_jobs(cache: Cache, jobs: list[_Job], depth, sem, batch_size, num_workers, depth_bits, bar) -> int:
+    """Decode (DataLoader workers) -> models (device) -> write (a background thread), overlapped.
+
+    One loader serves all jobs, so worker processes start once per run. Writes go to one writer thread,
+    at most two batches behind the models; a frame's semantics, then its depth (each with its done marker
+    after its data) are written in order, so a killed run never leaves a frame done but incomplete.
+    """
+    if not jobs:
+        return 0
+    flat = [(j, *item) for j, job in enumerate(jobs) for item in job.items]
+    dataset = _Images(
+        [(t, rec, key) for _, t, rec, key in flat], depth.needs_gt, sem is not None and sem.needs_gt
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=_JobBatches(jobs, batch_size),
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=depth.device.type == "cuda",
+        persistent_workers=False,
+    )
+    bounds = np.cumsum([0] + [len(job.items) for job in jobs])
+    pending: deque[Future] = deque()
+    done_count = 0
+
+    def write(job: _Job, ts: list[int], disp: np.ndarray, labels, conf) -> int:
+        for i, t in enumerate(ts):
+            if sem is not None and not job.sem_done[t]:
+                cache.write_semantics(job.scene, job.camera, sem.key, t, labels[i], conf[i])
+            if not job.depth_done[t]:
+                cache.write_depth(job.scene, job.camera, depth.key, t, disp[i], depth_bits)
+        return len(ts)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="occlabel-writer") as writer:
+        try:
+            first = 0
+            for raw in loader:
+                job = jobs[int(np.searchsorted(bounds, first, side="right") - 1)]
+                first += len(raw["t"])
+                batch = _to_device(raw, depth.device, job.size)
+                disp = depth(batch).float().cpu().numpy()
+                labels = conf = None
+                if sem is not None:
+                    lab, cf = sem(batch)
+                    labels = lab.cpu().numpy()
+                    conf = (cf.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+                while len(pending) >= 2:
+                    n = pending.popleft().result()
+                    done_count += n
+                    bar.update(n)
+                pending.append(writer.submit(write, job, list(batch["t"]), disp, labels, conf))
+            while pending:
+                n = pending.popleft().result()
+                done_count += n
+                bar.update(n)
+        finally:
+            for f in pending:
+                f.cancel()
     return done_count

@@ -10,49 +10,15 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from tiny_models import save_tiny_depth_anything  # noqa: E402
+
 from occlabel.errors import OccLabelError  # noqa: E402
 from occlabel.models.depth.depth_anything import PRESETS, DepthAnything, network_size  # noqa: E402
 
 
-def _save_tiny(root: Path, **extra) -> Path:
-    """A tiny random-weight Depth Anything (+ DPT processor) written by save_pretrained into ``root``."""
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessor,
-    )
-
-    backbone = Dinov2Config(
-        image_size=28,
-        patch_size=14,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        out_indices=[1, 2],
-        reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=32,
-        reassemble_factors=[4, 2],
-        neck_hidden_sizes=[8, 16],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-        **extra,
-    )
-    torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(root)
-    DPTImageProcessor(
-        size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14
-    ).save_pretrained(root)
-    return root
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    return _save_tiny(tmp_path_factory.mktemp("da_tiny"))
+    return save_tiny_depth_anything(tmp_path_factory.mktemp("da_tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +83,7 @@ def test_torch_normalisation_matches_processor(model, tiny_dir):
 
 
 def test_metric_checkpoint_is_depth_m(tmp_path):
-    d = _save_tiny(tmp_path / "metric", depth_estimation_type="metric", max_depth=80)
+    d = save_tiny_depth_anything(tmp_path / "metric", depth_estimation_type="metric", max_depth=80)
     m = DepthAnything("depth-anything", {"model": str(d), "input_size": 28}, "cpu")
     assert m.space == "depth_m"
     assert m.provenance()["weights"]["depth_estimation_type"] == "metric"
@@ -158,7 +124,7 @@ def test_loaded_from_hf_cache_records_snapshot_revision(monkeypatch, tmp_path):
     from occlabel.models import hub
 
     commit = "0123456789abcdef0123456789abcdef01234567"
-    snap = _save_tiny(tmp_path / "models--someone--tiny-da" / "snapshots" / commit)
+    snap = save_tiny_depth_anything(tmp_path / "models--someone--tiny-da" / "snapshots" / commit)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(
         hub, "_cached_snapshot", lambda repo_id: snap if repo_id == "someone/tiny-da" else None

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_models import save_tiny_clipseg
 
 from occlabel.conventions import OCC3D_CLASSES, SKY, UNLABELED
 from occlabel.errors import OccLabelError
@@ -147,64 +148,11 @@ def test_combine_prompt_logits_known_answer():
 # ------------------------------------------------------------------------------------------------
 
 
-def _save_tiny_clipseg(root: Path) -> Path:
-    from transformers import (
-        CLIPSegConfig,
-        CLIPSegForImageSegmentation,
-        CLIPSegProcessor,
-        CLIPTokenizer,
-        ViTImageProcessor,
-    )
-
-    words = ["road", "car", "tree", "sky", "person", "building", "grass"]
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for w in words:
-        vocab[w + "</w>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    text = {
-        "vocab_size": len(vocab),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "max_position_embeddings": 16,
-        "bos_token_id": 0,
-        "eos_token_id": 1,
-        "pad_token_id": 1,
-    }
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 64,
-        "patch_size": 16,
-    }
-    config = CLIPSegConfig(
-        text_config=text,
-        vision_config=vision,
-        projection_dim=32,
-        reduce_dim=16,
-        extract_layers=[0, 1],
-        decoder_num_attention_heads=2,
-        decoder_intermediate_size=32,
-        conditional_layer=0,
-    )
-    torch.manual_seed(0)
-    model = CLIPSegForImageSegmentation(config).eval()
-    image_processor = ViTImageProcessor(size={"height": 64, "width": 64})
-    processor = CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    out = root / "tiny-clipseg"
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
-
-
 def test_clipseg_tiny(tmp_path):
     pytest.importorskip("transformers")
     from occlabel.models.semantics.clipseg import CLIPSeg
 
-    model_dir = _save_tiny_clipseg(tmp_path)
+    model_dir = save_tiny_clipseg(tmp_path)
     m = CLIPSeg("clipseg", {"model": str(model_dir), "input_size": 64, "vocab": "occ3d"}, "cpu")
     vocab = load_vocabulary("occ3d")
     assert m._text_emb.shape == (len(vocab.prompts()), 32)
@@ -257,7 +205,7 @@ def test_extract_2d_cli_with_clipseg(tmp_path, tiny_folder, monkeypatch):
     from occlabel.store.cache import open_cache
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model_dir = _save_tiny_clipseg(tmp_path / "clipseg")
+    model_dir = save_tiny_clipseg(tmp_path / "clipseg")
     args = ["-q", "extract-2d", "--root", str(tiny_folder), "--out", str(tmp_path / "c.zarr")]
     r = CliRunner().invoke(
         main, [*args, "--semantic-model", "clipseg", "--segmenter", str(model_dir), "--vocab", "occ3d"]

@@ -66,7 +66,7 @@ import yaml
 
 from occlabel.conventions import SKY, UNLABELED
 from occlabel.errors import OccLabelError
-from occlabel.models.base import SemanticModel
+from occlabel.models.base import SemanticModel, network_input
 from occlabel.models.hub import load_pretrained, normalization
 from occlabel.models.vocab import Vocabulary, load_vocabulary
 
@@ -544,18 +544,22 @@ class SemSeg(SemanticModel):
             "mapping": self.mapping_info,
         }
 
-    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        """``[B x 3 x h x w]`` RGB in [0, 1] -> normalised network input ``[B x 3 x H x W]`` float32."""
-        x = image.to(self.device, torch.float32)
-        size = network_size(x.shape[-2], x.shape[-1], int(self.conf["input_size"]))
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    def preprocess(self, batch: dict[str, Any] | torch.Tensor) -> torch.Tensor:
+        """Normalised network input ``[B x 3 x H x W]`` float32 from a batch (resized from its native image when
+        present, see :func:`~occlabel.models.base.network_input`) or an image ``[B x 3 x h x w]`` in [0, 1]."""
+        if isinstance(batch, torch.Tensor):
+            batch = {"image": batch}
+        h, w = batch["image"].shape[-2:]
+        size = network_size(h, w, int(self.conf["input_size"]))
+        x = network_input(batch, size).to(self.device, torch.float32)
         return (x - self._mean) / self._std
 
-    def class_probabilities(self, image: torch.Tensor) -> torch.Tensor:
-        """Per-source-class probabilities ``[B x K x h x w]`` float32 at the image's resolution (h, w)."""
+    def class_probabilities(self, batch: dict[str, Any] | torch.Tensor) -> torch.Tensor:
+        """Per-source-class probabilities ``[B x K x h x w]`` float32 at the working resolution (h, w) of the
+        batch's ``image`` (or of the image tensor given)."""
+        image = batch if isinstance(batch, torch.Tensor) else batch["image"]
         h, w = image.shape[-2:]
-        x = self.preprocess(image).to(self._weights_dtype)
+        x = self.preprocess(batch).to(self._weights_dtype)
         kwargs = {}
         if self._task_inputs is not None:
             kwargs["task_inputs"] = self._task_inputs.expand(x.shape[0], -1)
@@ -573,5 +577,5 @@ class SemSeg(SemanticModel):
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            probs = self.class_probabilities(batch["image"])
+            probs = self.class_probabilities(batch)
             return merge_probabilities(probs, self._targets, self.conf["merge"])

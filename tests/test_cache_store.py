@@ -144,11 +144,11 @@ def test_round_mantissa_known_answers():
 def test_extract_2d_depth_bits_and_changed_settings_refused(tiny_folder, tmp_path):
     ds = open_dataset("folder", tiny_folder)
     exact = open_cache(extract_2d.run(ds, tmp_path / "a.zarr", progress=False, depth_bits=10))
-    out = extract_2d.run(ds, tmp_path / "b.zarr", progress=False)  # default: 8 bits
+    out = extract_2d.run(ds, tmp_path / "b.zarr", progress=False)  # default: 7 bits
     rounded = open_cache(out)
     a, b = exact.read_depth("s0", "CAM_FRONT"), rounded.read_depth("s0", "CAM_FRONT")
-    assert rounded.depth_attrs("s0", "CAM_FRONT")["mantissa_bits"] == 8
-    assert not np.array_equal(a, b) and np.allclose(a, b, rtol=2**-9, atol=0)
+    assert rounded.depth_attrs("s0", "CAM_FRONT")["mantissa_bits"] == extract_2d.DEFAULT_DEPTH_BITS == 7
+    assert not np.array_equal(a, b) and np.allclose(a, b, rtol=2**-8, atol=0)
     # resuming a group with other settings would mix two kinds of output in one array: refused
     with pytest.raises(StoreError, match="written with other settings .*mantissa_bits"):
         extract_2d.run(ds, out, progress=False, depth_bits=10)

@@ -31,7 +31,7 @@ from occlabel.utils import progress_bar, resolve_device
 log = logging.getLogger("occlabel.extract_2d")
 
 #: float16 mantissa bits kept in stored depth maps (relative rounding error <= 2^-(bits+1); 10 = exact)
-DEFAULT_DEPTH_BITS = 8
+DEFAULT_DEPTH_BITS = 7
 
 #: default cap on the working width (pixels); images narrower than this keep their native size
 DEFAULT_MAX_WIDTH = 640
@@ -162,8 +162,8 @@ def run(
         progress: show progress bars.
         depth_conf: options of the depth backend (its ``default_conf`` keys, e.g. {"model": dir}).
         semantic_conf: options of the semantic backend (e.g. {"model": dir, "vocab": "occ3d"}).
-        depth_bits: float16 mantissa bits kept in the stored depth maps (10 = exact float16; the default 8
-            bounds the relative rounding error by 0.2 % and makes maps several times smaller on disk).
+        depth_bits: float16 mantissa bits kept in the stored depth maps (10 = exact float16; the default 7
+            bounds the relative rounding error by 0.4 % and makes maps several times smaller on disk).
     """
     out = Path(out)
     if not isinstance(depth_bits, int) or not 1 <= depth_bits <= 10:

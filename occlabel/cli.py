@@ -197,14 +197,14 @@ def backend_confs(
 )
 @click.option(
     "--depth-model",
-    default="oracle",
+    default="depth-anything-v2-small",
     show_default=True,
     help="Depth backend: depth-anything-v2-small|base|large, depth-anything-v1-small, a hub repo id, a "
     "local model directory, files:DIR (per-image maps you already have), or oracle (synthetic data).",
 )
 @click.option(
     "--semantic-model",
-    default="oracle",
+    default="grounded-sam",
     show_default=True,
     help="Semantic backend: grounded-sam, owlv2-sam, clipseg, semseg (closed-set), files:DIR, oracle, "
     "or none (depth only).",

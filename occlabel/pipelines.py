@@ -53,7 +53,14 @@ def run_synthetic(
     cache = timed(
         "extract-2d",
         lambda: extract_2d.run(
-            ds, out / "cache.zarr", seed=seed, device=device, overwrite=True, progress=progress
+            ds,
+            out / "cache.zarr",
+            depth_model="oracle",
+            semantic_model="oracle",
+            seed=seed,
+            device=device,
+            overwrite=True,
+            progress=progress,
         ),
     )
     timed("calibrate-depth", lambda: calibrate_depth.run(cache, device=device, progress=progress))

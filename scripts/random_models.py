@@ -189,6 +189,76 @@ def save_random_owlv2_base(path: str | Path) -> Path:
     return path
 
 
+def save_random_clipseg_rd64_refined(path: str | Path) -> Path:
+    """CIDAS/clipseg-rd64-refined's architecture with random weights: CLIP ViT-B/16 vision tower (768 x 12
+    layers, 224 px positions interpolated to the 352 px input) and text tower (512 x 12 layers x 8 heads, 77
+    positions), projection 512, decoder with reduce_dim 64 reading layers 3, 6, 9, and the refined
+    ("complex") transposed-convolution head. Processor: 352 x 352, CLIP mean / std."""
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        ViTImageProcessorPil,
+    )
+
+    _quiet()
+    path = Path(path)
+    config = CLIPSegConfig(
+        text_config={
+            "vocab_size": CLIP_VOCAB_SIZE,
+            "bos_token_id": CLIP_VOCAB_SIZE - 2,
+            "eos_token_id": CLIP_VOCAB_SIZE - 1,
+        },
+        vision_config={"patch_size": 16, "image_size": 224},
+        projection_dim=512,
+        reduce_dim=64,
+        extract_layers=[3, 6, 9],
+        use_complex_transposed_convolution=True,
+    )
+    torch.manual_seed(0)
+    CLIPSegForImageSegmentation(config).eval().save_pretrained(path)
+    image_processor = ViTImageProcessorPil(
+        size={"height": 352, "width": 352},
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    CLIPSegProcessor(image_processor=image_processor, tokenizer=clip_tokenizer()).save_pretrained(path)
+    return path
+
+
+def save_random_depth_anything_v2_small(path: str | Path) -> Path:
+    """depth-anything/Depth-Anything-V2-Small-hf's architecture (DINOv2-S/14 backbone, DPT head with neck
+    48-96-192-384, fusion 64) with random weights; processor: short side 518, multiples of 14, ImageNet
+    mean / std."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, DPTImageProcessor
+    from transformers.models.dinov2 import Dinov2Config
+
+    _quiet()
+    path = Path(path)
+    backbone = Dinov2Config(
+        image_size=518,
+        hidden_size=384,
+        num_attention_heads=6,
+        out_indices=[3, 6, 9, 12],
+        out_features=["stage3", "stage6", "stage9", "stage12"],
+        reshape_hidden_states=False,
+    )
+    cfg = DepthAnythingConfig(
+        backbone_config=backbone, neck_hidden_sizes=[48, 96, 192, 384], fusion_hidden_size=64
+    )
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(cfg).eval().save_pretrained(path)
+    DPTImageProcessor(
+        size={"height": 518, "width": 518},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        do_normalize=True,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    ).save_pretrained(path)
+    return path
+
+
 def save_random_sam2_hiera_tiny(path: str | Path) -> Path:
     """facebook/sam2.1-hiera-tiny's image architecture (Sam2Config defaults) with random weights; the image
     processor settings are written by hand (Sam2ImageProcessor needs torchvision)."""
@@ -220,6 +290,8 @@ BUILDERS = {
     "sam-vit-base": save_random_sam_vit_base,
     "owlv2-base-patch16-ensemble": save_random_owlv2_base,
     "sam2.1-hiera-tiny": save_random_sam2_hiera_tiny,
+    "clipseg-rd64-refined": save_random_clipseg_rd64_refined,
+    "depth-anything-v2-small": save_random_depth_anything_v2_small,
 }
 
 

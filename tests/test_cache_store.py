@@ -91,7 +91,15 @@ def test_refuses_wrong_stores(tmp_path, tiny_folder):
 
 def test_extract_2d_oracle_and_resume(tiny_folder, tmp_path):
     ds = open_dataset("folder", tiny_folder)
-    out = extract_2d.run(ds, tmp_path / "c.zarr", device="cpu", progress=False, batch_size=2)
+    out = extract_2d.run(
+        ds,
+        tmp_path / "c.zarr",
+        depth_model="oracle",
+        semantic_model="oracle",
+        device="cpu",
+        progress=False,
+        batch_size=2,
+    )
     cache = open_cache(out)
     assert (
         cache.meta["default_depth"] == "oracle"
@@ -110,7 +118,7 @@ def test_extract_2d_oracle_and_resume(tiny_folder, tmp_path):
     g = zarr.open_group(str(out), mode="a")
     g["s0/CAM_FRONT/depth/oracle/done"][1] = False
     g["s0/CAM_FRONT/depth/oracle/values"][1] = np.zeros((24, 32), np.float16)
-    extract_2d.run(ds, out, device="cpu", progress=False)
+    extract_2d.run(ds, out, depth_model="oracle", semantic_model="oracle", device="cpu", progress=False)
     cache = open_cache(out)
     assert cache.meta["stages"]["extract_2d"]["images_processed"] == 1
     assert np.allclose(cache.read_depth("s0", "CAM_FRONT"), d)  # deterministic per image
@@ -143,15 +151,28 @@ def test_round_mantissa_known_answers():
 
 def test_extract_2d_depth_bits_and_changed_settings_refused(tiny_folder, tmp_path):
     ds = open_dataset("folder", tiny_folder)
-    exact = open_cache(extract_2d.run(ds, tmp_path / "a.zarr", progress=False, depth_bits=10))
-    out = extract_2d.run(ds, tmp_path / "b.zarr", progress=False)  # default: 7 bits
+    exact = open_cache(
+        extract_2d.run(
+            ds,
+            tmp_path / "a.zarr",
+            depth_model="oracle",
+            semantic_model="oracle",
+            progress=False,
+            depth_bits=10,
+        )
+    )
+    out = extract_2d.run(
+        ds, tmp_path / "b.zarr", depth_model="oracle", semantic_model="oracle", progress=False
+    )  # default: 7 bits
     rounded = open_cache(out)
     a, b = exact.read_depth("s0", "CAM_FRONT"), rounded.read_depth("s0", "CAM_FRONT")
     assert rounded.depth_attrs("s0", "CAM_FRONT")["mantissa_bits"] == extract_2d.DEFAULT_DEPTH_BITS == 7
     assert not np.array_equal(a, b) and np.allclose(a, b, rtol=2**-8, atol=0)
     # resuming a group with other settings would mix two kinds of output in one array: refused
     with pytest.raises(StoreError, match="written with other settings .*mantissa_bits"):
-        extract_2d.run(ds, out, progress=False, depth_bits=10)
+        extract_2d.run(ds, out, depth_model="oracle", semantic_model="oracle", progress=False, depth_bits=10)
     with pytest.raises(StoreError, match="differs in model"):
-        extract_2d.run(ds, out, progress=False, seed=3)
-    extract_2d.run(ds, out, progress=False, seed=3, overwrite=True)  # --overwrite starts afresh
+        extract_2d.run(ds, out, depth_model="oracle", semantic_model="oracle", progress=False, seed=3)
+    extract_2d.run(
+        ds, out, depth_model="oracle", semantic_model="oracle", progress=False, seed=3, overwrite=True
+    )  # --overwrite starts afresh

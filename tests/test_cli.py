@@ -52,8 +52,9 @@ def test_unknown_model_and_device(tmp_path, tiny_folder):
 
 def test_extract_2d_through_cli(tmp_path, tiny_folder):
     r = run(
-        "extract-2d", "--root", tiny_folder, "--out", tmp_path / "c.zarr", "--device", "cpu", "--width", "16"
-    )
+        "extract-2d", "--root", tiny_folder, "--out", tmp_path / "c.zarr", "--device", "cpu", "--width", "16",
+        "--depth-model", "oracle", "--semantic-model", "oracle",
+    )  # fmt: skip
     assert r.exit_code == 0, r.output
     cache = open_cache(tmp_path / "c.zarr")
     d = cache.read_depth("s0", "CAM_FRONT")

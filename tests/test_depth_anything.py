@@ -157,6 +157,8 @@ def test_extract_2d_cli_with_a_local_model_directory(tiny_dir, tiny_folder, tmp_
             str(tmp_path / "c.zarr"),
             "--depth-model",
             str(tiny_dir),
+            "--semantic-model",
+            "oracle",
         ],
     )
     assert r.exit_code == 0, r.output

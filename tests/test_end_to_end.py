@@ -26,7 +26,8 @@ def cli(*args):
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
     cli("synth", "--out", d / "ds", "--frames", 10, "--size", "160x96", "--seed", 3)
-    cli("extract-2d", "--root", d / "ds", "--out", d / "cache.zarr", "--device", "cpu")
+    cli("extract-2d", "--root", d / "ds", "--out", d / "cache.zarr", "--device", "cpu", "--depth-model", "oracle",
+        "--semantic-model", "oracle")  # fmt: skip
     cli("calibrate-depth", d / "cache.zarr", "--device", "cpu")
     cli("voxelize", d / "cache.zarr", "--out", d / "labels.zarr", "--device", "cpu")
     cli("voxelize", d / "cache.zarr", "--out", d / "labels_gt.zarr", "--source", "gt", "--device", "cpu")

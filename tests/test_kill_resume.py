@@ -25,7 +25,7 @@ N_FRAMES = 40
 def _cmd(root: Path, out: Path) -> list[str]:
     return [
         sys.executable, "-m", "occlabel", "-q", "extract-2d", "--root", str(root), "--out", str(out),
-        "--batch-size", "1",
+        "--batch-size", "1", "--depth-model", "oracle", "--semantic-model", "oracle",
     ]  # fmt: skip
 
 

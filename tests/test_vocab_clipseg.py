@@ -206,7 +206,16 @@ def test_extract_2d_cli_with_clipseg(tmp_path, tiny_folder, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model_dir = save_tiny_clipseg(tmp_path / "clipseg")
-    args = ["-q", "extract-2d", "--root", str(tiny_folder), "--out", str(tmp_path / "c.zarr")]
+    args = [
+        "-q",
+        "extract-2d",
+        "--root",
+        str(tiny_folder),
+        "--out",
+        str(tmp_path / "c.zarr"),
+        "--depth-model",
+        "oracle",
+    ]
     r = CliRunner().invoke(
         main, [*args, "--semantic-model", "clipseg", "--segmenter", str(model_dir), "--vocab", "occ3d"]
     )
@@ -218,5 +227,5 @@ def test_extract_2d_cli_with_clipseg(tmp_path, tiny_folder, monkeypatch):
     assert (conf >= 0).all() and (conf <= 1).all()
     prov = cache.meta["stages"]["extract_2d"]["semantic_model"]
     assert prov["conf"]["vocab"] == "occ3d" and len(prov["vocab_hash"]) == 64
-    r = CliRunner().invoke(main, [*args, "--vocab", "occ3d"])
+    r = CliRunner().invoke(main, [*args, "--semantic-model", "oracle", "--vocab", "occ3d"])
     assert r.exit_code == 2 and "--vocab does not apply to --semantic-model oracle" in r.output

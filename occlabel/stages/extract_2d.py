@@ -131,8 +131,8 @@ def _to_device(batch: dict[str, Any], device: torch.device, size: tuple[int, int
 def run(
     dataset: Dataset,
     out: str | Path,
-    depth_model: str = "oracle",
-    semantic_model: str = "oracle",
+    depth_model: str = "depth-anything-v2-small",
+    semantic_model: str = "grounded-sam",
     scenes: list[str] | None = None,
     device: str = "auto",
     batch_size: int = 4,

@@ -229,3 +229,17 @@ def test_extract_2d_cli_with_clipseg(tmp_path, tiny_folder, monkeypatch):
     assert prov["conf"]["vocab"] == "occ3d" and len(prov["vocab_hash"]) == 64
     r = CliRunner().invoke(main, [*args, "--semantic-model", "oracle", "--vocab", "occ3d"])
     assert r.exit_code == 2 and "--vocab does not apply to --semantic-model oracle" in r.output
+
+
+def test_clipseg_reduced_precision_runs(tmp_path):
+    """dtype bfloat16: weights and inputs in bf16 (CPU has no fp16 autocast path to test; "auto" uses it on
+    CUDA); labels stay valid ids and the confidence a probability."""
+    from occlabel.models.semantics.clipseg import CLIPSeg
+
+    model_dir = save_tiny_clipseg(tmp_path)
+    m = CLIPSeg("clipseg", {"model": str(model_dir), "input_size": 64, "dtype": "bfloat16"}, "cpu")
+    assert next(m.model.parameters()).dtype == torch.bfloat16
+    labels, conf = m({"image": torch.rand(1, 3, 40, 72), "keys": ["a"], "records": [None]})
+    assert labels.dtype == torch.uint8 and conf.dtype == torch.float32 and float(conf.max()) <= 1
+    with pytest.raises(OccLabelError, match="dtype must be"):
+        CLIPSeg("clipseg", {"model": str(model_dir), "dtype": "int8"}, "cpu")

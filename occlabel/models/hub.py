@@ -26,6 +26,26 @@ from occlabel.errors import OccLabelError
 
 _TRUE = {"1", "true", "yes", "on"}
 
+#: the backends' conf "dtype" values besides "auto"
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def parse_dtype(name: str, value: Any, device: torch.device | str) -> tuple[torch.dtype, bool]:
+    """A backend's conf "dtype" -> (weights dtype, fp16 autocast?).
+
+    "auto": fp32 weights with fp16 autocast on CUDA (fp32 on CPU); "float32" / "float16" / "bfloat16":
+    weights and inputs in that dtype, no autocast. Anything else is a one-line OccLabelError naming ``name``.
+    """
+    if value != "auto" and value not in DTYPES:
+        raise OccLabelError(f"{name}: dtype must be 'auto' or one of {', '.join(DTYPES)}, got {value!r}")
+    if value == "auto":
+        return torch.float32, torch.device(device).type == "cuda"
+    return DTYPES[value], False
+
 
 def hub_offline() -> bool:
     """Whether the hub must not be contacted (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``, read now)."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from occlabel.errors import OccLabelError
 from occlabel.models.base import DepthModel, network_input
-from occlabel.models.hub import load_pretrained, normalization
+from occlabel.models.hub import load_pretrained, normalization, parse_dtype
 
 #: preset name -> hub repo id
 PRESETS: dict[str, str] = {
@@ -36,8 +36,6 @@ GENERIC_NAME = "depth-anything"
 DEFAULT_PRESET = "depth-anything-v2-small"
 #: ViT patch size: the network input sides must be multiples of it
 PATCH = 14
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def network_size(h: int, w: int, input_size: int) -> tuple[int, int]:
@@ -66,12 +64,8 @@ class DepthAnything(DepthModel):
         size = self.conf["input_size"]
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % PATCH:
             raise OccLabelError(f"{name}: input_size must be a positive multiple of {PATCH}, got {size!r}")
-        dtype = self.conf["dtype"]
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise OccLabelError(f"{name}: dtype must be 'auto' or one of {', '.join(_DTYPES)}, got {dtype!r}")
         # "auto": fp32 weights, fp16 autocast on CUDA; explicit dtypes: weights and inputs in that dtype
-        self._weights_dtype = torch.float32 if dtype == "auto" else _DTYPES[dtype]
-        self._autocast = dtype == "auto" and self.device.type == "cuda"
+        self._weights_dtype, self._autocast = parse_dtype(name, self.conf["dtype"], self.device)
 
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 

@@ -46,15 +46,10 @@ import torch.nn.functional as F
 from occlabel.conventions import UNLABELED
 from occlabel.errors import OccLabelError
 from occlabel.models.base import SemanticModel
-from occlabel.models.hub import load_pretrained, normalization
+from occlabel.models.hub import load_pretrained, normalization, parse_dtype
 from occlabel.models.vocab import Vocabulary, load_vocabulary
 
 DEFAULT_SEGMENTER = "facebook/sam-vit-base"
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
 #: ImageNet mean / std: what SamImageProcessor and Sam2ImageProcessor use (fallback when a checkpoint has
 #: no image processor file, e.g. video-style SAM2 repos)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -275,15 +270,6 @@ def check_model_name(name: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise OccLabelError(f"{name}: {key} must be a hub repo id or a model directory, got {value!r}")
     return value.strip()
-
-
-def parse_dtype(name: str, value: Any, device: torch.device) -> tuple[torch.dtype, bool]:
-    """conf "dtype" -> (weights dtype, fp16 autocast?): "auto" = fp32 weights, fp16 autocast on CUDA only."""
-    if value != "auto" and value not in DTYPES:
-        raise OccLabelError(f"{name}: dtype must be 'auto' or one of {', '.join(DTYPES)}, got {value!r}")
-    if value == "auto":
-        return torch.float32, device.type == "cuda"
-    return DTYPES[value], False
 
 
 # ------------------------------------------------------------------------------------------------

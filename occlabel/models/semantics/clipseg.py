@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from occlabel.conventions import UNLABELED
 from occlabel.errors import OccLabelError
 from occlabel.models.base import SemanticModel, network_input
-from occlabel.models.hub import load_pretrained, normalization
+from occlabel.models.hub import load_pretrained, normalization, parse_dtype
 from occlabel.models.vocab import Vocabulary, load_vocabulary
 
 DEFAULT_MODEL = "CIDAS/clipseg-rd64-refined"
@@ -91,6 +91,7 @@ class CLIPSeg(SemanticModel):
         "vocab": "occ3d",  # vocabulary: "occ3d", "semantickitti" or a path to a vocabulary YAML file
         "threshold": 0.3,  # background threshold on the sigmoid probability: below it a pixel is UNLABELED
         "input_size": 352,  # side (pixels) of the square network input (352 as trained)
+        "dtype": "auto",  # "auto" (fp16 autocast on CUDA, fp32 on CPU), "float32", "float16" or "bfloat16"
     }
 
     def __init__(self, name: str, conf: dict[str, Any] | None = None, device: torch.device | str = "cpu"):
@@ -101,6 +102,7 @@ class CLIPSeg(SemanticModel):
         thr = self.conf["threshold"]
         if not isinstance(thr, int | float) or isinstance(thr, bool) or not 0.0 <= float(thr) <= 1.0:
             raise OccLabelError(f"{name}: threshold must be a number in [0, 1], got {thr!r}")
+        self._weights_dtype, self._autocast = parse_dtype(name, self.conf["dtype"], self.device)
         self.vocab: Vocabulary = load_vocabulary(self.conf["vocab"])
         prompts = self.vocab.prompts()
         if not prompts:
@@ -109,7 +111,11 @@ class CLIPSeg(SemanticModel):
         from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
         self.model, processor, self.weights = load_pretrained(
-            CLIPSegForImageSegmentation, CLIPSegProcessor, self.conf["model"], self.device
+            CLIPSegForImageSegmentation,
+            CLIPSegProcessor,
+            self.conf["model"],
+            self.device,
+            self._weights_dtype,
         )
         patch = int(self.model.config.vision_config.patch_size)
         if size % patch:
@@ -169,8 +175,11 @@ class CLIPSeg(SemanticModel):
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         image = batch["image"]
         h, w = image.shape[-2:]
-        with torch.inference_mode():
-            logits = self.prompt_logits(self.preprocess(batch))
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self._autocast),
+        ):
+            logits = self.prompt_logits(self.preprocess(batch).to(self._weights_dtype))
             return combine_prompt_logits(
                 logits, self._prompt_class, self._class_ids, float(self.conf["threshold"]), size=(h, w)
             )

@@ -67,7 +67,7 @@ import yaml
 from occlabel.conventions import SKY, UNLABELED
 from occlabel.errors import OccLabelError
 from occlabel.models.base import SemanticModel, network_input
-from occlabel.models.hub import load_pretrained, normalization
+from occlabel.models.hub import load_pretrained, normalization, parse_dtype
 from occlabel.models.vocab import Vocabulary, load_vocabulary
 
 DEFAULT_MODEL = "nvidia/segformer-b5-finetuned-cityscapes-1024-1024"
@@ -85,7 +85,6 @@ STRIDE = 32
 FALLBACK_INPUT_SIZE = 512
 #: the OneFormer task prompt for semantic segmentation (as OneFormerProcessor writes it)
 ONEFORMER_TASK = "the task is semantic"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _UNLABELED_NAMES = ("unlabeled", "unlabelled", "ignore")
 
 # --------------------------------------------------------------------------------------------------
@@ -488,15 +487,11 @@ class SemSeg(SemanticModel):
             raise OccLabelError(f"{name}: input_size must be an integer >= {STRIDE} or None, got {size!r}")
         if self.conf["merge"] not in ("sum", "max"):
             raise OccLabelError(f"{name}: merge must be 'sum' or 'max', got {self.conf['merge']!r}")
-        dtype = self.conf["dtype"]
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise OccLabelError(f"{name}: dtype must be 'auto' or one of {', '.join(_DTYPES)}, got {dtype!r}")
+        # "auto": fp32 weights, fp16 autocast on CUDA; explicit dtypes: weights and inputs in that dtype
+        self._weights_dtype, self._autocast = parse_dtype(name, self.conf["dtype"], self.device)
         self.vocab: Vocabulary = load_vocabulary(self.conf["vocab"])
         unmapped = parse_target(self.conf["unmapped"], self.vocab, "unmapped", name)
         self._unmapped = UNLABELED if unmapped is None else unmapped
-        # "auto": fp32 weights, fp16 autocast on CUDA; explicit dtypes: weights and inputs in that dtype
-        self._weights_dtype = torch.float32 if dtype == "auto" else _DTYPES[dtype]
-        self._autocast = dtype == "auto" and self.device.type == "cuda"
 
         self.model, processors, self.weights = load_pretrained(
             _AutoSegmenter, _Processors, str(model), self.device, self._weights_dtype

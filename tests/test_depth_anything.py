@@ -189,3 +189,13 @@ def test_network_input_comes_from_the_native_image(model):
     pre = model.preprocess(batch)
     assert pre.shape[-2:] == network_size(30, 50, 56)
     assert not torch.allclose(pre, model.preprocess({"image": working}))
+
+
+def test_directory_without_a_model_is_one_line_error(tmp_path):
+    """An existing directory that holds no checkpoint: one line naming it and what it must hold (no hub hint)."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OccLabelError) as err:
+        DepthAnything("depth-anything", {"model": str(tmp_path / "empty")}, "cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and "cannot load directory" in msg and str(tmp_path / "empty") in msg
+    assert "save_pretrained" in msg and "fetch it once" not in msg

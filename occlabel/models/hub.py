@@ -159,8 +159,13 @@ def load_pretrained(
         model = model_cls.from_pretrained(source, **kwargs, **({"dtype": dtype} if dtype is not None else {}))
         processor = processor_cls.from_pretrained(source, **kwargs) if processor_cls is not None else None
     except (OSError, ValueError) as e:
-        where = "directory" if local.is_dir() else "model"
-        raise OccLabelError(f"cannot load {where} {name!r} ({_one_line(e)}); {fetch_hint(name)}") from e
+        if local.is_dir():
+            hint = (
+                "the directory must hold a save_pretrained / `hf download <repo id> --local-dir DIR` checkout "
+                f"of a {getattr(model_cls, '__name__', 'matching')} checkpoint"
+            )
+            raise OccLabelError(f"cannot load directory {name!r} ({_one_line(e)}); {hint}") from e
+        raise OccLabelError(f"cannot load model {name!r} ({_one_line(e)}); {fetch_hint(name)}") from e
 
     if revision is None and source == name:
         # loaded through the hub cache: the snapshot folder name is the resolved commit hash

@@ -53,8 +53,10 @@ class _Group(click.Group):
         except OccLabelError as e:
             if ctx.find_root().params.get("debug"):
                 raise
+            for item, reason in getattr(e, "skipped", [])[1:]:
+                click.echo(f"skipped: {reason if reason.startswith(item) else f'{item}: {reason}'}", err=True)
             click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(getattr(e, "exit_code", 2))
         except KeyboardInterrupt:
             click.echo("interrupted: finished frames are kept; rerun the same command to resume", err=True)
             sys.exit(130)

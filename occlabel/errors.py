@@ -11,3 +11,14 @@ class DatasetError(OccLabelError):
 
 class StoreError(OccLabelError):
     """A Zarr store is missing, of the wrong kind, or lacks what a stage needs."""
+
+
+class SkippedItemsError(OccLabelError):
+    """A run finished but skipped some items (bad images, ...): everything else is written. The CLI prints
+    the message and exits with code 3; ``skipped`` lists (item, reason)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, skipped: list[tuple[str, str]]):
+        super().__init__(message)
+        self.skipped = skipped

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from occlabel.datasets import Dataset, Scene
 from occlabel.datasets.base import CameraImage, load_depth_m, load_image, load_semantics
-from occlabel.errors import DatasetError, OccLabelError
+from occlabel.errors import DatasetError, OccLabelError, SkippedItemsError
 from occlabel.models import get_depth_model, get_semantic_model
 from occlabel.store.cache import Cache
 from occlabel.utils import progress_bar, resolve_device
@@ -53,22 +53,39 @@ def work_size(native: tuple[int, int], width: int | None = None) -> tuple[int, i
 class _Images(TorchDataset):
     """Decodes images (and ground truth for oracle backends) in worker processes; native resolution."""
 
-    def __init__(self, items: list[tuple[int, CameraImage, str]], need_depth: bool, need_sem: bool):
+    def __init__(
+        self,
+        items: list[tuple[int, CameraImage, str]],
+        need_depth: bool,
+        need_sem: bool,
+        native: dict[str, tuple[int, int]] | None = None,
+    ):
         self.items = items
         self.need_depth = need_depth
         self.need_sem = need_sem
+        #: "<scene>/<camera>" -> native (H, W) every image of that camera must have (None: not checked)
+        self.native = native
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        """The decoded sample, or ``{"t", "key", "record", "error"}`` when the image (or its ground truth)
+        cannot be read: a bad frame is reported and skipped, it does not stop the run."""
         t, rec, key = self.items[i]
-        out: dict[str, Any] = {
-            "t": t,
-            "key": key,
-            "record": rec,
-            "image": torch.from_numpy(load_image(rec.path)),
-        }
+        try:
+            return self._load(t, rec, key)
+        except DatasetError as e:
+            return {"t": t, "key": key, "record": rec, "error": str(e)}
+
+    def _load(self, t: int, rec: CameraImage, key: str) -> dict[str, Any]:
+        image = load_image(rec.path)
+        out: dict[str, Any] = {"t": t, "key": key, "record": rec, "image": torch.from_numpy(image)}
+        if self.native is not None and image.shape[:2] != self.native[key.rsplit("/", 1)[0]]:
+            H, W = self.native[key.rsplit("/", 1)[0]]
+            raise DatasetError(
+                f"{key}: image {rec.path} is {image.shape[1]}x{image.shape[0]}, the camera's other images are {W}x{H}"
+            )
         if self.need_depth:
             if rec.depth_path is None:
                 raise DatasetError(
@@ -85,14 +102,18 @@ class _Images(TorchDataset):
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the good samples of a batch; the bad ones go to ``errors`` as (key, message)."""
+    good = [s for s in samples if "error" not in s]
     out: dict[str, Any] = {
-        "t": [s["t"] for s in samples],
-        "keys": [s["key"] for s in samples],
-        "records": [s["record"] for s in samples],
+        "t": [s["t"] for s in good],
+        "keys": [s["key"] for s in good],
+        "records": [s["record"] for s in good],
+        "errors": [(s["key"], s["error"]) for s in samples if "error" in s],
+        "n": len(samples),
     }
     for k in ("image", "gt_depth_m", "gt_semantics"):
-        if k in samples[0]:
-            out[k] = torch.stack([s[k] for s in samples])
+        if good and k in good[0]:
+            out[k] = torch.stack([s[k] for s in good])
     return out
 
 
@@ -185,7 +206,7 @@ def run(
     try:
         jobs = [job for scene in selected for job in _plan_scene(cache, scene, depth, sem, width, depth_bits)]
         bar.update(total - sum(len(j.items) for j in jobs))
-        n_images = _run_jobs(cache, jobs, depth, sem, batch_size, num_workers, depth_bits, bar)
+        n_images, skipped = _run_jobs(cache, jobs, depth, sem, batch_size, num_workers, depth_bits, bar)
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
@@ -202,10 +223,17 @@ def run(
             "depth_bits": depth_bits,
             "seed": seed,
             "images_processed": n_images,
+            "skipped": [{"image": k, "reason": r} for k, r in skipped],
             "seconds": elapsed,
         },
     )
     log.info("extract-2d: %d images in %.1f s -> %s", n_images, elapsed, out)
+    if skipped:
+        raise SkippedItemsError(
+            f"extract-2d: {len(skipped)} image(s) skipped, the rest is written to {out} (first: {skipped[0][1]}); "
+            "fix them and rerun the same command to fill them in",
+            skipped,
+        )
     return out
 
 
@@ -216,6 +244,7 @@ class _Job:
     scene: str
     camera: str
     size: tuple[int, int]  # working (w, h)
+    native: tuple[int, int]  # native (h, w) of the camera's images (its first image's)
     items: list[tuple[int, CameraImage, str]]  # (frame index, record, key)
     depth_done: np.ndarray  # (T,) bool, already written
     sem_done: np.ndarray  # (T,) bool
@@ -224,9 +253,12 @@ class _Job:
 def _plan_scene(cache: Cache, scene: Scene, depth, sem, width, depth_bits) -> list[_Job]:
     """Create (or check, when resuming) the scene's groups; one job per camera with frames left to do."""
     sizes: dict[str, tuple[int, int]] = {}
+    native: dict[str, tuple[int, int]] = {}
     for cam in scene.cameras:
         first = next(f.images[cam] for f in scene.frames if cam in f.images)
-        sizes[cam] = work_size(first.size(), width)
+        W0, H0 = first.size()
+        native[cam] = (H0, W0)
+        sizes[cam] = work_size((W0, H0), width)
     cache.init_scene(scene, sizes)
     jobs = []
     for cam in scene.cameras:
@@ -246,7 +278,7 @@ def _plan_scene(cache: Cache, scene: Scene, depth, sem, width, depth_bits) -> li
             if cam in f.images and not (d_done[t] and s_done[t])
         ]
         if items:
-            jobs.append(_Job(scene.name, cam, sizes[cam], items, d_done, s_done))
+            jobs.append(_Job(scene.name, cam, sizes[cam], native[cam], items, d_done, s_done))
     return jobs
 
 
@@ -270,18 +302,25 @@ class _JobBatches(Sampler):
         return len(self.batches)
 
 
-def _run_jobs(cache: Cache, jobs: list[_Job], depth, sem, batch_size, num_workers, depth_bits, bar) -> int:
+def _run_jobs(
+    cache: Cache, jobs: list[_Job], depth, sem, batch_size, num_workers, depth_bits, bar
+) -> tuple[int, list[tuple[str, str]]]:
     """Decode (DataLoader workers) -> models (device) -> write (a background thread), overlapped.
 
     One loader serves all jobs, so worker processes start once per run. Writes go to one writer thread,
     at most two batches behind the models; a frame's semantics, then its depth (each with its done marker
     after its data) are written in order, so a killed run never leaves a frame done but incomplete.
+    Images that cannot be read are skipped (left not done, so a rerun retries them).
+
+    Returns:
+        (images written, skipped images as (key, reason)).
     """
     if not jobs:
-        return 0
+        return 0, []
     flat = [(j, *item) for j, job in enumerate(jobs) for item in job.items]
+    native = {f"{job.scene}/{job.camera}": job.native for job in jobs}
     dataset = _Images(
-        [(t, rec, key) for _, t, rec, key in flat], depth.needs_gt, sem is not None and sem.needs_gt
+        [(t, rec, key) for _, t, rec, key in flat], depth.needs_gt, sem is not None and sem.needs_gt, native
     )
     loader = DataLoader(
         dataset,
@@ -294,6 +333,7 @@ def _run_jobs(cache: Cache, jobs: list[_Job], depth, sem, batch_size, num_worker
     bounds = np.cumsum([0] + [len(job.items) for job in jobs])
     pending: deque[Future] = deque()
     done_count = 0
+    skipped: list[tuple[str, str]] = []
 
     def write(job: _Job, ts: list[int], disp: np.ndarray, labels, conf) -> int:
         for i, t in enumerate(ts):
@@ -308,7 +348,13 @@ def _run_jobs(cache: Cache, jobs: list[_Job], depth, sem, batch_size, num_worker
             first = 0
             for raw in loader:
                 job = jobs[int(np.searchsorted(bounds, first, side="right") - 1)]
-                first += len(raw["t"])
+                first += raw["n"]
+                for key, reason in raw["errors"]:
+                    log.info("skipped %s", reason if reason.startswith(key) else f"{key}: {reason}")
+                    skipped.append((key, reason))
+                bar.update(len(raw["errors"]))
+                if not raw["t"]:
+                    continue
                 batch = _to_device(raw, depth.device, job.size)
                 disp = depth(batch).float().cpu().numpy()
                 labels = conf = None
@@ -328,4 +374,4 @@ def _run_jobs(cache: Cache, jobs: list[_Job], depth, sem, batch_size, num_worker
         finally:
             for f in pending:
                 f.cancel()
-    return done_count
+    return done_count, skipped

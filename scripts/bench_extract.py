@@ -174,7 +174,8 @@ def bare_seconds(depth, sem, batches: list[dict], dev: torch.device) -> dict[str
                 for x in xs:
                     sem.prompt_logits(x)
             else:
-                sem(batches[0])
+                if dev.type == "cuda":  # (on CPU a Grounded-SAM warm-up costs minutes and changes nothing)
+                    sem(batches[0])
                 sync()
                 t0 = time.perf_counter()
                 for b in batches:

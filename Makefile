@@ -8,7 +8,7 @@ EXTRAS ?= dev,nuscenes,kitti
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench clean nuscenes kitti
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,43 @@ test: install lint
 
 demo: install
 	$(BIN)/occlabel demo --out runs/demo
+
+# Every stage on a real dataset (extract-2d -> calibrate-depth -> voxelize -> export occ3d -> evaluate when
+# Occ3D ground truth (gts/) is there). MODELS passes extract-2d's model flags, e.g.
+# MODELS="--depth-model oracle --semantic-model oracle" on a layout written by `occlabel synth --layout ...`.
+VERSION ?= v1.0-mini
+SPLIT ?=
+SCENES ?=
+GTS ?=
+SEQ ?= 08
+CAMERA ?= cam2
+MODELS ?=
+NUSCENES_OUT ?= runs/nuscenes-$(VERSION)$(if $(SPLIT),-$(SPLIT))
+KITTI_OUT ?= runs/kitti-$(SEQ)-$(CAMERA)
+
+nuscenes: install
+	@test -n "$(NUSCENES)" || { echo "usage: make nuscenes NUSCENES=/path/to/nuscenes [VERSION=v1.0-mini] [SPLIT=mini_val] [SCENES=scene-0061,scene-0103] [GTS=/path/to/occ3d/gts] [MODELS='--depth-model ... --semantic-model ...']" >&2; exit 2; }
+	$(BIN)/occlabel extract-2d --dataset nuscenes --root "$(NUSCENES)" --version $(VERSION) \
+		$(if $(SPLIT),--split $(SPLIT)) $(if $(SCENES),--dataset-option scenes=$(SCENES)) \
+		$(if $(GTS),--dataset-option gts=$(GTS)) --out $(NUSCENES_OUT)/cache.zarr $(MODELS)
+	$(BIN)/occlabel calibrate-depth $(NUSCENES_OUT)/cache.zarr
+	$(BIN)/occlabel voxelize $(NUSCENES_OUT)/cache.zarr --out $(NUSCENES_OUT)/labels.zarr --grid occ3d
+	$(BIN)/occlabel export $(NUSCENES_OUT)/labels.zarr --format occ3d --out $(NUSCENES_OUT)/occ3d
+	@if [ -n "$(GTS)" ] || [ -d "$(NUSCENES)/gts" ]; then \
+		$(BIN)/occlabel evaluate $(NUSCENES_OUT)/labels.zarr --json $(NUSCENES_OUT)/eval.json; \
+	else echo "no $(NUSCENES)/gts (Occ3D ground truth): evaluation skipped"; fi
+
+kitti: install
+	@test -n "$(KITTI)" || { echo "usage: make kitti KITTI=/path/to/kitti/dataset SEQ=08 [CAMERA=cam2] [MODELS='--depth-model ... --semantic-model ...']" >&2; exit 2; }
+	$(BIN)/occlabel extract-2d --dataset kitti --root "$(KITTI)" --dataset-option 'sequences="$(SEQ)"' \
+		--dataset-option cameras=$(CAMERA) $(if $(GTS),--dataset-option gts=$(GTS)) \
+		--out $(KITTI_OUT)/cache.zarr $(MODELS)
+	$(BIN)/occlabel calibrate-depth $(KITTI_OUT)/cache.zarr
+	$(BIN)/occlabel voxelize $(KITTI_OUT)/cache.zarr --out $(KITTI_OUT)/labels.zarr --grid occ3d
+	$(BIN)/occlabel export $(KITTI_OUT)/labels.zarr --format occ3d --out $(KITTI_OUT)/occ3d
+	@if [ -n "$(GTS)" ] || [ -d "$(KITTI)/gts" ]; then \
+		$(BIN)/occlabel evaluate $(KITTI_OUT)/labels.zarr --json $(KITTI_OUT)/eval.json; \
+	else echo "no $(KITTI)/gts (Occ3D-layout ground truth in the KITTI ego frame): evaluation skipped"; fi
 
 bench: install
 	$(BIN)/python scripts/bench.py --out docs/benchmarks.md

@@ -85,16 +85,38 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Dataset root to write."
 )
 @click.option(
-    "--scenes", "n_scenes", default=1, show_default=True, type=click.IntRange(1), help="Number of scenes."
+    "--layout",
+    type=click.Choice(["folder", "nuscenes", "kitti"]),
+    default="folder",
+    show_default=True,
+    help="On-disk layout: the folder format (occlabel.json), nuScenes (v1.0-mini-style tables, samples/, "
+    "sweeps/) or KITTI odometry (sequences/XX, poses/XX.txt, SemanticKITTI voxels).",
 )
 @click.option(
-    "--frames", default=20, show_default=True, type=click.IntRange(2), help="Frames per scene (10 Hz)."
+    "--scenes", "n_scenes", default=1, show_default=True, type=click.IntRange(1), help="Number of scenes."
 )
-@click.option("--rig", type=click.Choice(["front", "surround"]), default="front", show_default=True)
-@click.option("--size", default=None, help="Image size WIDTHxHEIGHT (default: the world's default).")
+@click.option("--frames", default=20, show_default=True, type=click.IntRange(2), help="Frames per scene.")
+@click.option(
+    "--rig",
+    type=click.Choice(["front", "surround", "stereo"]),
+    default=None,
+    help="Cameras: front (one; KITTI: cam2) or surround (six, nuScenes-like); KITTI also stereo "
+    "(cam0-cam3). Default: surround for nuscenes, front otherwise.",
+)
+@click.option("--size", default=None, help="Image size WIDTHxHEIGHT (default: the layout's default).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--keyframe-every", default=5, show_default=True, type=click.IntRange(1))
-@click.option("--fps", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Frame rate.")
+@click.option(
+    "--keyframe-every",
+    default=None,
+    type=click.IntRange(1),
+    help="Keyframe cadence in frames (default 5; nuscenes 6: 2 Hz samples at 12 Hz).",
+)
+@click.option(
+    "--fps",
+    default=None,
+    type=click.FloatRange(min=0.1),
+    help="Frame rate (default 10; nuscenes 12, the camera rate).",
+)
 @click.option(
     "--ego-speed",
     default=None,
@@ -103,24 +125,39 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset at --out.")
 @click.pass_context
-def synth(ctx, out, n_scenes, frames, rig, size, seed, keyframe_every, fps, ego_speed, overwrite):
-    """Render a synthetic driving dataset (folder format) with full ground truth."""
-    from occlabel.datasets.synthetic import synth as _synth
-
+def synth(ctx, out, layout, n_scenes, frames, rig, size, seed, keyframe_every, fps, ego_speed, overwrite):
+    """Render a synthetic driving dataset with full ground truth (folder, nuScenes or KITTI layout)."""
     kw = {"size": _size(size)} if size else {}
-    kw.update(fps=fps, ego_speed=ego_speed)
-    root = _synth(
-        out,
-        scenes=n_scenes,
-        frames=frames,
-        rig=rig,
-        seed=seed,
-        keyframe_every=keyframe_every,
-        progress=ctx.obj["progress"],
-        overwrite=overwrite,
-        **kw,
-    )
-    click.echo(f"wrote synthetic dataset: {root}")
+    kw.update(ego_speed=ego_speed, progress=ctx.obj["progress"], overwrite=overwrite, seed=seed)
+    if layout == "nuscenes":
+        from occlabel.datasets.synthetic.nuscenes_layout import synth_nuscenes
+
+        if rig == "stereo":
+            raise OccLabelError("--rig stereo is for --layout kitti (nuscenes: front or surround)")
+        root = synth_nuscenes(
+            out, scenes=n_scenes, frames=frames, rig=rig or "surround", keyframe_every=keyframe_every or 6,
+            fps=fps or 12.0, **kw,
+        )  # fmt: skip
+    elif layout == "kitti":
+        from occlabel.datasets.synthetic.kitti_layout import synth_kitti
+
+        if rig == "surround":
+            raise OccLabelError("--rig surround is for --layout folder or nuscenes (kitti: front or stereo)")
+        cams = (0, 1, 2, 3) if rig == "stereo" else (2,)
+        root = synth_kitti(
+            out, sequences=n_scenes, frames=frames, cameras=cams, keyframe_every=keyframe_every or 5,
+            fps=fps or 10.0, **kw,
+        )  # fmt: skip
+    else:
+        from occlabel.datasets.synthetic import synth as _synth
+
+        if rig == "stereo":
+            raise OccLabelError("--rig stereo is for --layout kitti (folder: front or surround)")
+        root = _synth(
+            out, scenes=n_scenes, frames=frames, rig=rig or "front", keyframe_every=keyframe_every or 5,
+            fps=fps or 10.0, **kw,
+        )  # fmt: skip
+    click.echo(f"wrote synthetic dataset ({layout} layout): {root}")
 
 
 def default_workers() -> int:
@@ -144,6 +181,26 @@ def _options(values: tuple[str, ...], flag: str) -> dict:
         except yaml.YAMLError:
             out[key.strip()] = value
     return out
+
+
+def dataset_opts(kind: str, version: str | None, split: str | None, values: tuple[str, ...]) -> dict:
+    """Adapter options from ``--version``, ``--split`` and ``--dataset-option KEY=VALUE`` (VALUE read as YAML,
+    except that a value with ':' stays a string: frames=10:50)."""
+    opts = _options(values, "--dataset-option")
+    for item in values:  # YAML reads 10:50 as a base-60 integer
+        key, _, value = item.partition("=")
+        if ":" in value and not value.strip().startswith(("[", "{")):
+            opts[key.strip()] = value.strip()
+    for flag, key, value, kinds in (("--version", "version", version, ("nuscenes",)),
+                                    ("--split", "split", split, ("nuscenes", "kitti"))):  # fmt: skip
+        if value is None:
+            continue
+        if kind not in kinds:
+            raise OccLabelError(f"{flag} applies to --dataset {' or '.join(kinds)}, not {kind}")
+        if key in opts and opts[key] != value:
+            raise OccLabelError(f"{flag} {value} contradicts --dataset-option {key}={opts[key]}")
+        opts[key] = value
+    return opts
 
 
 def backend_confs(
@@ -192,8 +249,40 @@ def backend_confs(
 
 
 @main.command("extract-2d")
-@click.option("--dataset", "kind", default="folder", show_default=True, help="Dataset adapter.")
-@click.option("--root", required=True, type=click.Path(path_type=Path), help="Dataset root.")
+@click.option(
+    "--dataset",
+    "kind",
+    type=click.Choice(["folder", "synthetic", "nuscenes", "kitti"]),
+    default="folder",
+    show_default=True,
+    help="Dataset adapter: folder (occlabel.json; synthetic is the same), nuscenes or kitti "
+    "(docs/datasets.md).",
+)
+@click.option(
+    "--root",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Dataset root (nuScenes: the dataroot; KITTI: the directory holding sequences/).",
+)
+@click.option(
+    "--version",
+    "ds_version",
+    default=None,
+    help="nuScenes version: v1.0-mini (default), v1.0-trainval, v1.0-test.",
+)
+@click.option(
+    "--split",
+    default=None,
+    help="Official split: nuScenes train, val, test, mini_train, mini_val ...; KITTI train, val, test.",
+)
+@click.option(
+    "--dataset-option",
+    "dataset_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any adapter option (repeatable), e.g. scenes=scene-0061,scene-0103 or sequences=08, cameras=cam3, "
+    "sweeps=false (docs/datasets.md).",
+)
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Cache store to write (CACHE.zarr)."
 )
@@ -274,6 +363,9 @@ def extract_2d(
     ctx,
     kind,
     root,
+    ds_version,
+    split,
+    dataset_options,
     out,
     depth_model,
     semantic_model,
@@ -309,7 +401,7 @@ def extract_2d(
     depth_conf, semantic_conf = backend_confs(
         depth_model, semantic_model, detector, segmenter, vocab, depth_kind, depth_options, semantic_options
     )
-    ds = open_dataset(kind, root)
+    ds = open_dataset(kind, root, **dataset_opts(kind, ds_version, split, dataset_options))
     path = stage.run(
         ds,
         out,

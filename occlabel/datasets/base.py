@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -31,6 +32,8 @@ class CameraImage:
         depth_path: optional ground-truth depth (.npy float32 metres or .png uint16 metres*256).
         semantics_path: optional ground-truth 2D semantics (.png or .npy uint8, conventions' 2D labels).
         timestamp: optional timestamp of this image in seconds (None: the frame's).
+        meta: dataset-specific identifiers, JSON-able (nuScenes ``sample_data_token``, KITTI ``frame``);
+            never used by the stages.
     """
 
     camera: str
@@ -42,6 +45,7 @@ class CameraImage:
     depth_path: Path | None = None
     semantics_path: Path | None = None
     timestamp: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def size(self) -> tuple[int, int]:
         """(width, height) of the image in pixels, read from the file header."""
@@ -62,8 +66,15 @@ class Frame:
         keyframe: whether labels are produced for this frame.
         T_world_from_ego: <np.float64: 4, 4> ego pose.
         images: camera name -> CameraImage.
-        lidar_path: optional LiDAR points, <float32: N, 3> in the ego frame (.npy).
-        occupancy_path: optional ground-truth occupancy in the Occ3D labels.npz layout.
+        lidar_path: optional LiDAR sweep at the frame's time: ``.npy`` <float32: N, 3> (or N x >=3) points,
+            or a dataset's own scan file (nuScenes ``.pcd.bin`` float32 N x 5, KITTI velodyne ``.bin``
+            float32 N x 4); read with :func:`load_lidar_points`.
+        T_ego_from_lidar: <np.float64: 4, 4> LiDAR to ego frame, or None when ``lidar_path`` holds points
+            already in the ego frame.
+        occupancy_path: optional ground-truth occupancy in the Occ3D labels.npz layout, on the ``occ3d``
+            grid in this frame's ego frame (what ``occlabel evaluate`` reads).
+        meta: dataset-specific identifiers and references, JSON-able or paths (nuScenes
+            ``sample_token``, KITTI ``frame`` and SemanticKITTI voxel files); never used by the stages.
     """
 
     token: str
@@ -73,6 +84,8 @@ class Frame:
     images: dict[str, CameraImage] = field(default_factory=dict)
     lidar_path: Path | None = None
     occupancy_path: Path | None = None
+    T_ego_from_lidar: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def T_world_from_cam(self, camera: str) -> np.ndarray:
         """Camera pose <np.float64: 4, 4>, using the image's own ego pose when it has one."""
@@ -83,10 +96,17 @@ class Frame:
 
 @dataclass(eq=False)
 class Scene:
-    """A temporally ordered sequence of frames (one drive segment)."""
+    """A temporally ordered sequence of frames (one drive segment).
+
+    Attributes:
+        name: unique scene name (nuScenes ``scene-0061``, KITTI sequence ``08``).
+        frames: frames in increasing timestamp order.
+        meta: dataset-specific facts, JSON-able (nuScenes scene token and log, KITTI sensor transforms).
+    """
 
     name: str
     frames: list[Frame]
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cameras(self) -> list[str]:
@@ -199,3 +219,87 @@ def load_occupancy(path: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, KeyError) as e:
         raise DatasetError(f"{path}: cannot read occupancy labels.npz ({e})") from None
     return out
+
+
+def load_lidar_points(path: Path, T_ego_from_lidar: np.ndarray | None = None) -> np.ndarray:
+    """A LiDAR sweep as <np.float32: N, 3> points in the ego frame (of the sweep's time).
+
+    Accepts ``.npy`` (float N x >=3, x y z first), nuScenes ``.pcd.bin`` (float32 N x 5: x, y, z,
+    intensity, ring) and KITTI velodyne ``.bin`` (float32 N x 4: x, y, z, reflectance). Points are mapped
+    through ``T_ego_from_lidar`` <float: 4, 4> when given (None: they are in the ego frame already).
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            pts = np.load(path)
+        elif path.name.endswith(".pcd.bin"):
+            pts = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+        elif path.suffix == ".bin":
+            pts = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+        else:
+            raise DatasetError(f"{path}: LiDAR must be .npy, nuScenes .pcd.bin or KITTI velodyne .bin")
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: cannot read LiDAR points ({e})") from None
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise DatasetError(f"{path}: LiDAR points must be N x 3 or wider, got shape {pts.shape}")
+    xyz = pts[:, :3].astype(np.float64)
+    if T_ego_from_lidar is not None:
+        T = np.asarray(T_ego_from_lidar, np.float64)
+        xyz = xyz @ T[:3, :3].T + T[:3, 3]
+    return xyz.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pose helpers shared by the adapters and the layout writers (pure numpy)
+# --------------------------------------------------------------------------------------------------
+
+
+def rotation_from_quaternion(q: np.ndarray | list[float]) -> np.ndarray:
+    """Rotation matrix <np.float64: 3, 3> of a unit quaternion ``(w, x, y, z)`` (nuScenes, COLMAP order).
+
+    The quaternion is normalised; check its norm before calling when a non-unit value is an error.
+    """
+    w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def quaternion_from_rotation(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion <np.float64: 4> ``(w, x, y, z)`` with ``w >= 0`` of a rotation <float: 3, 3>.
+
+    A nearly orthonormal ``R`` is first projected onto the closest rotation (SVD).
+    """
+    U, _, Vt = np.linalg.svd(np.asarray(R, np.float64))
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    # Shepperd's method: pivot on the largest of w, x, y, z for accuracy
+    tr = np.trace(R)
+    cands = [tr, R[0, 0], R[1, 1], R[2, 2]]
+    i = int(np.argmax(cands))
+    if i == 0:
+        s = 2.0 * np.sqrt(1.0 + tr)
+        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
+    elif i == 1:
+        s = 2.0 * np.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2])
+        q = [(R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
+    elif i == 2:
+        s = 2.0 * np.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2])
+        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1])
+        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s]
+    q = np.asarray(q)
+    q /= np.linalg.norm(q)
+    return -q if q[0] < 0 else q
+
+
+def rigid_transform(R: np.ndarray, t: np.ndarray | list[float]) -> np.ndarray:
+    """The 4x4 transform <np.float64: 4, 4> ``[[R, t], [0, 0, 0, 1]]``."""
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = t
+    return T

@@ -1,7 +1,8 @@
 """A procedural driving world with exact ground truth: the reference for tests, the demo and benchmarks.
 
 ``synth(out, ...)`` renders scenes of a street and writes a folder dataset (``occlabel.json``) that
-``occlabel.datasets.folder.load_folder`` reads back. Ground truth can also be queried directly:
+``occlabel.datasets.folder.load_folder`` reads back; ``synth_nuscenes`` (nuscenes_layout.py) and
+``synth_kitti`` (kitti_layout.py) write the same world in the nuScenes and KITTI odometry layouts. Ground truth can also be queried directly:
 ``w = build_world(seed, duration)``; ``w.ego_pose(t)``, ``w.prims_at(t)``, ``w.render(make_rig(...), T, t)``,
 ``w.occupancy(T_world_from_ego, grid, t)``, ``w.lidar(T, t)``.
 
@@ -59,6 +60,8 @@ for any torch thread count; ``synth`` renders on one thread by default, see its 
 
 from __future__ import annotations
 
+from occlabel.datasets.synthetic.kitti_layout import synth_kitti
+from occlabel.datasets.synthetic.nuscenes_layout import synth_nuscenes
 from occlabel.datasets.synthetic.occupancy import occupancy, visibility_mask
 from occlabel.datasets.synthetic.render import render_cameras, render_lidar
 from occlabel.datasets.synthetic.rigs import DEFAULT_SIZE, make_rig
@@ -76,5 +79,7 @@ __all__ = [
     "render_cameras",
     "render_lidar",
     "synth",
+    "synth_kitti",
+    "synth_nuscenes",
     "visibility_mask",
 ]

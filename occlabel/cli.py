@@ -442,9 +442,43 @@ def extract_2d(
     show_default=True,
     help="Image widths of the refinement levels (capped at the working width).",
 )
+@click.option(
+    "--photometric/--no-photometric",
+    default=True,
+    show_default=True,
+    help="Temporal photometric cue (neighbour frames of the same camera).",
+)
+@click.option(
+    "--overlap/--no-overlap",
+    default=True,
+    show_default=True,
+    help="Overlap cue: overlapping cameras of the rig at the same instant as further sources.",
+)
+@click.option(
+    "--ground/--no-ground",
+    default=True,
+    show_default=True,
+    help="Ground-plane cue: road and sidewalk pixels at the depth the extrinsics give them.",
+)
+@click.option(
+    "--sky/--no-sky", default=True, show_default=True, help="Sky term: sky pixels at (near) zero disparity."
+)
 @click.option("--overwrite", is_flag=True, help="Recalibrate frames already done.")
 @click.pass_context
-def calibrate_depth(ctx, cache, scenes, device, neighbours, target_baseline_m, widths, overwrite):
+def calibrate_depth(
+    ctx,
+    cache,
+    scenes,
+    device,
+    neighbours,
+    target_baseline_m,
+    widths,
+    photometric,
+    overlap,
+    ground,
+    sky,
+    overwrite,
+):
     """Stage 2: metric scale and shift of the relative depth from photometric consistency."""
     from occlabel.stages import calibrate_depth as stage
 
@@ -457,6 +491,10 @@ def calibrate_depth(ctx, cache, scenes, device, neighbours, target_baseline_m, w
         widths=_ints(widths, "--widths"),
         overwrite=overwrite,
         progress=ctx.obj["progress"],
+        photometric=photometric,
+        overlap=overlap,
+        ground=ground,
+        sky=sky,
     )
     click.echo(f"calibrated {cache}")
 
@@ -466,15 +504,46 @@ def calibrate_depth(ctx, cache, scenes, device, neighbours, target_baseline_m, w
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Labels store to write (LABELS.zarr)."
 )
-@click.option("--grid", default="occ3d", show_default=True, help="Voxel grid preset.")
+@click.option(
+    "--grid",
+    default="occ3d",
+    show_default=True,
+    help="Voxel grid preset: occ3d (200x200x16, 0.4 m, ego), semantickitti (256x256x32, 0.2 m, velodyne), "
+    "surroundocc (200x200x16, 0.5 m, LiDAR); with --grid-range, the name of a custom grid.",
+)
+@click.option(
+    "--grid-range",
+    default=None,
+    metavar="X0,Y0,Z0,X1,Y1,Z1",
+    help="A custom grid over this box (metres, in the grid's frame); needs --voxel-size.",
+)
+@click.option(
+    "--voxel-size", default=None, type=click.FloatRange(min=0, min_open=True), help="Custom grid voxel, m."
+)
+@click.option(
+    "--grid-frame",
+    type=click.Choice(["ego", "sensor"]),
+    default="ego",
+    show_default=True,
+    help="Frame of a custom grid: the keyframe's ego frame, or a sensor frame placed as below.",
+)
+@click.option(
+    "--grid-pose",
+    default=None,
+    help="Pose of a sensor grid: T_ego_from_grid (12 or 16 numbers, or a .txt/.npy/.json file), or with "
+    "--grid-camera T_cam_from_grid, e.g. kitti:calib.txt (velodyne in camera 0 via Tr) or "
+    "kitti:calib.txt:P2. Default: the dataset's T_ego_from_lidar of each keyframe.",
+)
+@click.option("--grid-camera", default=None, help="Camera that --grid-pose is relative to.")
 @click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
 @click.option("--device", default="auto", show_default=True)
 @click.option(
     "--source",
-    type=click.Choice(["cache", "gt"]),
+    type=click.Choice(["cache", "gt", "gt-depth", "gt-semantics"]),
     default="cache",
     show_default=True,
-    help="Fuse the cache's calibrated depth and semantics, or the dataset's ground truth (for ablations).",
+    help="Fuse the cache's calibrated depth and semantics, the dataset's ground truth, or GT for one of the "
+    "two (ablations).",
 )
 @click.option(
     "--window", default=8, show_default=True, type=click.IntRange(0), help="Frames each side of a keyframe."
@@ -489,17 +558,73 @@ def calibrate_depth(ctx, cache, scenes, device, neighbours, target_baseline_m, w
     type=click.IntRange(1),
     help="Carve free space along every n-th ray.",
 )
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other fusion option (repeatable; VALUE read as YAML), e.g. occ_ratio=0.5, moving_window=1, "
+    "classes=semantickitti; see occlabel.stages.voxelize.VoxelizeOptions.",
+)
 @click.option("--overwrite", is_flag=True, help="Delete an existing labels store first (default: resume).")
 @click.pass_context
-def voxelize(ctx, cache, out, grid, scenes, device, source, window, min_hits, ray_stride, overwrite):
-    """Stage 3: fuse depth and semantics over frames and cameras into voxel labels."""
+def voxelize(
+    ctx,
+    cache,
+    out,
+    grid,
+    grid_range,
+    voxel_size,
+    grid_frame,
+    grid_pose,
+    grid_camera,
+    scenes,
+    device,
+    source,
+    window,
+    min_hits,
+    ray_stride,
+    options,
+    overwrite,
+):
+    """Stage 3: fuse depth and semantics over frames and cameras into voxel labels.
+
+    \b
+    Examples:
+      occlabel voxelize cache.zarr --out labels.zarr --grid occ3d
+      occlabel voxelize cache.zarr --out kitti.zarr --grid semantickitti   # on each keyframe's LiDAR
+      occlabel voxelize cache.zarr --out kitti.zarr --grid semantickitti \\
+          --grid-camera cam2 --grid-pose kitti:sequences/08/calib.txt:P2
+      occlabel voxelize cache.zarr --out fine.zarr --grid fine --grid-range -20,-20,-2,20,20,4 --voxel-size 0.2
+    """
     from occlabel.conventions import get_grid
+    from occlabel.geometry.voxel import make_grid
     from occlabel.stages import voxelize as stage
 
-    try:
-        g = get_grid(grid)
-    except KeyError as e:
-        raise OccLabelError(str(e.args[0])) from None
+    if grid_range is not None or voxel_size is not None:
+        if grid_range is None or voxel_size is None:
+            raise OccLabelError("--grid-range and --voxel-size go together")
+        try:
+            vals = [float(v) for v in grid_range.split(",")]
+            if len(vals) != 6:
+                raise ValueError(f"expected 6 numbers, got {len(vals)}")
+            g = make_grid(vals[:3], vals[3:], voxel_size, grid_frame, "custom" if grid == "occ3d" else grid)
+        except ValueError as e:
+            raise OccLabelError(f"--grid-range {grid_range}: {e}") from None
+    else:
+        try:
+            g = get_grid(grid)
+        except KeyError as e:
+            raise OccLabelError(str(e.args[0])) from None
+    extra = _options(options, "--option")
+    if grid_pose is not None:
+        T = stage.read_matrix(grid_pose).tolist()
+        if grid_camera is not None:
+            extra.update(grid_camera=grid_camera, T_cam_from_grid=T)
+        else:
+            extra["T_ego_from_grid"] = T
+    elif grid_camera is not None:
+        raise OccLabelError("--grid-camera needs --grid-pose (the grid's pose in that camera)")
     path = stage.run(
         cache,
         out,
@@ -512,6 +637,7 @@ def voxelize(ctx, cache, out, grid, scenes, device, source, window, min_hits, ra
         ray_stride=ray_stride,
         overwrite=overwrite,
         progress=ctx.obj["progress"],
+        **extra,
     )
     click.echo(f"wrote {path}")
 
@@ -524,18 +650,37 @@ def voxelize(ctx, cache, out, grid, scenes, device, source, window, min_hits, ra
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the results as JSON.",
 )
+@click.option(
+    "--gt",
+    "gt_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Ground-truth directory: Occ3D (gts/<scene>/<token>/labels.npz) or SemanticKITTI "
+    "(sequences/XX/voxels/NNNNNN.label, .invalid). Default: the dataset's own ground truth.",
+)
+@click.option(
+    "--format",
+    "gt_format",
+    type=click.Choice(["occ3d", "semantickitti"]),
+    default=None,
+    help="Ground-truth layout and protocol (Occ3D mIoU, or SemanticKITTI SSC). Default: detected.",
+)
 @click.pass_context
-def evaluate(ctx, store, json_out):
-    """Evaluate a labels store (Occ3D protocol) or a cache (depth metrics) against ground truth."""
+def evaluate(ctx, store, json_out, gt_dir, gt_format):
+    """Evaluate a labels store (Occ3D or SemanticKITTI SSC protocol) or a cache (depth metrics)."""
     from occlabel.store.common import store_kind
 
     kind = store_kind(store)
     if kind == "labels":
         from occlabel.stages import evaluate as stage
 
-        res = stage.run(store, json_out=json_out, progress=ctx.obj["progress"])
+        res = stage.run(
+            store, json_out=json_out, progress=ctx.obj["progress"], gt=gt_dir, gt_format=gt_format
+        )
         click.echo(stage.format_table(res))
     else:
+        if gt_dir is not None or gt_format is not None:
+            raise OccLabelError("--gt and --format apply to labels stores, not to caches")
         from occlabel.stages import evaluate_depth as stage
 
         res = stage.run(store, progress=ctx.obj["progress"])
@@ -546,13 +691,34 @@ def evaluate(ctx, store, json_out):
 
 @main.command()
 @click.argument("labels", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["occ3d"]), default="occ3d", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["occ3d", "semantickitti"]), default="occ3d", show_default=True
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-def export(labels, fmt, out):
-    """Write labels in a layout trainers read (Occ3D: gts/<scene>/<token>/labels.npz)."""
-    from occlabel.store.export import export_occ3d
+@click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
+@click.option(
+    "--every",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1),
+    help="semantickitti: write keyframes whose frame index is a multiple of this (SemanticKITTI's cadence).",
+)
+@click.option("--allow-other-grid", is_flag=True, help="Export a grid other than the format's own.")
+@click.pass_context
+def export(ctx, labels, fmt, out, scenes, every, allow_other_grid):
+    """Write labels in a layout trainers read.
 
-    path = export_occ3d(labels, out)
+    \b
+    occ3d:          gts/<scene>/<token>/labels.npz (semantics, mask_camera, mask_lidar)
+    semantickitti:  sequences/XX/voxels/NNNNNN.label (raw ids) + .invalid (bit-packed, not observed)
+    """
+    from occlabel.store.export import export_occ3d, export_semantickitti
+
+    kw = dict(scenes=_scenes(scenes), allow_other_grid=allow_other_grid, progress=ctx.obj["progress"])
+    if fmt == "semantickitti":
+        path = export_semantickitti(labels, out, every=every, **kw)
+    else:
+        path = export_occ3d(labels, out, **kw)
     click.echo(f"wrote {path}")
 
 

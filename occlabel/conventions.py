@@ -150,12 +150,15 @@ class VoxelGrid:
         )
 
 
+#: Preset grids. "sensor" grids live in a LiDAR frame, which voxelize places in each keyframe's ego frame
+#: with a T_ego_from_grid (nuScenes: lidar2ego) or relative to a camera (KITTI: velodyne from camera 0 via
+#: calib.txt's Tr); the pose is stored with every sample. Any other box: geometry.voxel.make_grid.
 GRIDS: dict[str, VoxelGrid] = {
     # Occ3D-nuScenes: 200 x 200 x 16 at 0.4 m, ego frame of the keyframe.
     "occ3d": VoxelGrid("occ3d", (-40.0, -40.0, -1.0), (40.0, 40.0, 5.4), 0.4, "ego"),
-    # SemanticKITTI SSC: 256 x 256 x 32 at 0.2 m, velodyne (sensor) frame.
+    # SemanticKITTI SSC: 256 x 256 x 32 at 0.2 m, velodyne (sensor) frame, x forward from the sensor.
     "semantickitti": VoxelGrid("semantickitti", (0.0, -25.6, -2.0), (51.2, 25.6, 4.4), 0.2, "sensor"),
-    # SurroundOcc: 200 x 200 x 16 at 0.5 m, LiDAR frame.
+    # SurroundOcc: 200 x 200 x 16 at 0.5 m, LiDAR (sensor) frame.
     "surroundocc": VoxelGrid("surroundocc", (-50.0, -50.0, -5.0), (50.0, 50.0, 3.0), 0.5, "sensor"),
 }
 

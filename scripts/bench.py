@@ -1,10 +1,13 @@
 """`make bench`: time and size every stage on synthetic scenes and write docs/benchmarks.md.
 
-    python scripts/bench.py --out docs/benchmarks.md [--work runs/bench] [--device auto] [--quick]
+    python scripts/bench.py --out docs/benchmarks.md [--work runs/bench] [--device auto] [--quick] [--no-ablation]
 
 Sections: the full pipeline on a front-camera and a surround-rig scene (seconds per image / keyframe per
-stage, bytes per image and per keyframe, depth and label quality), and the compression study behind the
-store's codec choice. Speed and memory targets live here, not in timed tests.
+stage, bytes per image and per keyframe, depth and label quality), the ablation of calibrate-depth's cues
+on the same scenes (``--no-ablation`` skips it), the compression study behind the store's codec
+choice, and voxelize's label quality against ground-truth inputs with its fusion ablation, on two seeds
+(``--voxelize-seeds``; ``--no-voxelize-ablation`` skips it). Speed and memory targets live here, not in
+timed tests.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from occlabel import __version__  # noqa: E402
 from occlabel.pipelines import run_synthetic  # noqa: E402
+from occlabel.stages import calibrate_depth, evaluate_depth  # noqa: E402
 from occlabel.store.cache import open_cache  # noqa: E402
 from occlabel.store.common import COMPRESSOR  # noqa: E402
 
@@ -98,7 +104,94 @@ def compression_study(cache_path: Path, work: Path) -> list[dict]:
     return rows
 
 
-def render(results: dict, study: list[dict], args) -> str:
+#: calibrate-depth cue ablation: configuration -> options (the pipeline's own run is the last row, all cues)
+ABLATION = {
+    "photometric only": {"overlap": False, "ground": False, "sky": False},
+    "ground only": {"photometric": False, "overlap": False, "sky": False},
+    "photometric + ground": {"overlap": False, "sky": False},
+    "photometric + ground + overlap": {"sky": False},
+    "photometric + ground + sky": {"overlap": False},
+}
+ALL_CUES = "photometric + ground + overlap + sky (default)"
+
+
+def _depth_row(depth: dict, seconds: float, images: int) -> dict:
+    d = depth["overall"]
+    per_cam = {
+        cam: {
+            "abs_rel": c["raw"]["abs_rel"],
+            "floor": c["floor_abs_rel"],
+            "scale_error": c["scale_error_median"],
+        }
+        for cam, c in depth["per_camera"].items()
+    }
+    return {
+        "abs_rel": d["raw"]["abs_rel"],
+        "floor": d["floor_abs_rel"],
+        "scale_error": d["scale_error_median"],
+        "seconds_per_image": seconds / max(images, 1),
+        "per_camera": per_cam,
+    }
+
+
+def cue_ablation(results: dict, work: Path, device: str) -> dict:
+    """Recalibrate each pipeline scene's cache (a copy) with each cue configuration of :data:`ABLATION`;
+    calibrated depth quality per configuration and scene. The default configuration is the pipeline's run."""
+    out: dict[str, dict] = {}
+    for name, r in results.items():
+        cache = work / r["rig"] / "cache.zarr"
+        rows = {}
+        for conf, opts in ABLATION.items():
+            print(f"== cue ablation: {name}, {conf}", flush=True)
+            copy = work / "ablation" / f"{r['rig']}.zarr"
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(cache, copy)
+            t0 = time.perf_counter()
+            calibrate_depth.run(copy, device=device, progress=False, overwrite=True, **opts)
+            seconds = time.perf_counter() - t0
+            rows[conf] = _depth_row(evaluate_depth.run(copy, progress=False), seconds, r["images"])
+            shutil.rmtree(copy, ignore_errors=True)
+        rows[ALL_CUES] = _depth_row(r["depth"], r["seconds"]["calibrate-depth"], r["images"])
+        out[name] = rows
+    return out
+
+
+def render_ablation(ablation: dict) -> list[str]:
+    """Markdown lines of the cue ablation table."""
+    names = list(ablation)
+    lines = [
+        "",
+        "Calibration cues on their own and together (`calibrate-depth` with cues switched off: "
+        "`--no-photometric`, `--no-ground`, `--no-overlap`, `--no-sky`), on the same scenes; AbsRel / floor "
+        "and median |scale error| over the images (targets: <= 1.10 and <= 2 %), calibration seconds per image:",
+        "",
+        "| cues | " + " | ".join(f"{n}: AbsRel | AbsRel / floor | scale error | s/img" for n in names) + " |",
+        "|---|" + "---|---|---|---|" * len(names),
+    ]
+    for conf in ablation[names[0]]:
+        cells = []
+        for n in names:
+            row = ablation[n][conf]
+            cells.append(
+                f"{row['abs_rel']:.4f} | {row['abs_rel'] / max(row['floor'], 1e-9):.2f} | "
+                f"{100 * row['scale_error']:.2f} % | {row['seconds_per_image']:.2f}"
+            )
+        lines.append(f"| {conf} | " + " | ".join(cells) + " |")
+    worst = []
+    for n in names:
+        for conf, row in ablation[n].items():
+            for cam, c in row["per_camera"].items():
+                if c["abs_rel"] > 1.2 * c["floor"]:
+                    worst.append(
+                        f"- {n}, {conf}, {cam}: AbsRel {c['abs_rel']:.4f} vs floor {c['floor']:.4f}, "
+                        f"median scale error {100 * c['scale_error']:.1f} %"
+                    )
+    if worst:
+        lines += ["", "Cameras above 1.2 x their floor, per configuration:", "", *worst]
+    return lines
+
+
+def render(results: dict, study: list[dict], args, ablation: dict | None = None) -> str:
     today = time.strftime("%Y-%m-%d")
     lines = [
         "# Benchmarks",
@@ -122,6 +215,18 @@ def render(results: dict, study: list[dict], args) -> str:
             f"{s['calibrate-depth'] / r['images']:.3f} | {s['voxelize'] / r['keyframes']:.3f} | "
             f"{r['bytes']['cache'] / r['images'] / 1e3:.1f} | {r['bytes']['labels'] / r['keyframes'] / 1e3:.1f} |"
         )
+    ref_s, ref_where = extract_reference(args)
+    lines += [
+        "",
+        f"Speed against extract-2d with the default models (Depth Anything V2 Small + Grounded-SAM, 100 boxes per "
+        "image: its worst case) at "
+        f"{ref_s:.1f} s/image on this machine ({ref_where}): calibrate-depth costs "
+        + ", ".join(
+            f"{100 * r['seconds']['calibrate-depth'] / r['images'] / ref_s:.1f} % ({name})"
+            for name, r in results.items()
+        )
+        + " of it per image (target <= 10 %).",
+    ]
     lines += [
         "",
         "Quality on the same scenes (depth on all calibrated images; labels on keyframes, Occ3D protocol over",
@@ -150,6 +255,16 @@ def render(results: dict, study: list[dict], args) -> str:
             f"- {name}, {cam}: AbsRel {a:.4f} vs floor {f:.4f}, median scale error {100 * e:.1f} %"
             for name, cam, a, f, e in outliers
         ]
+    if ablation:
+        lines += render_ablation(ablation)
+        meta = getattr(args, "ablation_meta", None)
+        if meta and meta["date"] != today or getattr(args, "reuse_ablation", None):
+            lines += [
+                "",
+                f"(Rows other than the defaults come from the run of {meta['date']} of the same calibration "
+                f"method (version {meta['method_version']}; results are deterministic for a seed), "
+                "`--reuse-ablation`; their s/img were measured with other work on the machine.)",
+            ]
     lines += [
         "",
         f"## Store compression — {today}",
@@ -179,12 +294,273 @@ def render(results: dict, study: list[dict], args) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------------------------------
+# Voxelize: label quality against ground-truth inputs, and the fusion ablation
+# --------------------------------------------------------------------------------------------------
+
+#: voxelize ablation: configuration -> (cache, voxelize options). "cal": the pipeline's calibrated cache;
+#: "orc": the same disparity calibrated per image by its best affine fit to the true depth (oracle
+#: calibration: what is left is fusion error, not calibration error).
+VOXELIZE_CONFIGS: dict[str, tuple[str, dict]] = {
+    "GT depth + GT semantics (reference)": ("cal", {"source": "gt"}),
+    "estimated (defaults)": ("cal", {}),
+    "estimated, oracle calibration": ("orc", {}),
+    "GT depth + estimated semantics": ("cal", {"source": "gt-depth"}),
+    "estimated depth + GT semantics": ("cal", {"source": "gt-semantics"}),
+    "previous fusion (occ_ratio 0.2, 1-voxel stops, no filter, no range weight)": (
+        "cal",
+        {"occ_ratio": 0.2, "clearance": 0.0, "edge_tol": 0.0, "range_weight_m": 0.0},
+    ),
+    "no surface-normal clearance (1-voxel stops)": ("cal", {"clearance": 0.0}),
+    "no flying-pixel filter": ("cal", {"edge_tol": 0.0}),
+    "no range weighting": ("cal", {"range_weight_m": 0.0}),
+    "no free-space carving (occ_ratio 0)": ("cal", {"occ_ratio": 0.0}),
+    "no static/moving split": ("cal", {"moving_classes": []}),
+    "window 0 (keyframe only)": ("cal", {"window": 0}),
+    "window 2": ("cal", {"window": 2}),
+    "window 4": ("cal", {"window": 4}),
+    "window 12": ("cal", {"window": 12}),
+}
+VOX_REFERENCE = "GT depth + GT semantics (reference)"
+VOX_HEADLINE = ("estimated (defaults)", "estimated, oracle calibration")
+#: extract-2d with the default models (Depth Anything V2 Small + Grounded-SAM) on this CPU, s/image
+EXTRACT_REFERENCE_S = 90.0
+
+
+def extract_reference(args) -> tuple[float, str]:
+    """extract-2d seconds per image with the default models on this machine: measured by
+    scripts/bench_extract.py (its results.json) when it ran here, else :data:`EXTRACT_REFERENCE_S`."""
+    path = Path(getattr(args, "extract_results", "runs/bench_extract/results.json"))
+    if path.exists():
+        r = json.loads(path.read_text())
+        return float(r["default_models_s_per_image"]), f"measured by scripts/bench_extract.py, {r['date']}"
+    return EXTRACT_REFERENCE_S, "an earlier measurement; run scripts/bench_extract.py to measure it"
+
+
+def oracle_calibration(cache_path: Path, out: Path) -> Path:
+    """Copy a calibrated cache to ``out`` with each image's (scale, shift) replaced by the least-squares
+    affine fit of its disparity to the true inverse depth (the calibration floor of evaluate-depth)."""
+    from occlabel.datasets.base import load_depth_m
+    from occlabel.utils import resize_nearest
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(cache_path, out)
+    cache = open_cache(out, mode="a")
+    dataset = cache.open_dataset()
+    for scene in cache.scenes():
+        frames = dataset.scene(scene).frames
+        for cam in cache.cameras(scene):
+            cal = cache.read_calibration(scene, cam)
+            scale, shift = cal["scale"].astype(np.float64), cal["shift"].astype(np.float64)
+            for t, frame in enumerate(frames):
+                im = frame.images.get(cam)
+                if im is None or im.depth_path is None or not cal["done"][t]:
+                    continue
+                disp = cache.read_depth(scene, cam, None, t)
+                gt = resize_nearest(load_depth_m(im.depth_path), *disp.shape)
+                ok = np.isfinite(gt) & np.isfinite(disp) & (gt > 0) & (gt <= 80)
+                if ok.sum() < 2:
+                    continue
+                A = np.stack([disp[ok], np.ones(int(ok.sum()))], 1).astype(np.float64)
+                (scale[t], shift[t]), *_ = np.linalg.lstsq(A, 1.0 / gt[ok].astype(np.float64), rcond=None)
+            arrays = {k: cal[k] for k in ("loss", "valid_frac", "done")}
+            arrays.update(scale=scale, shift=shift, flags=np.zeros_like(cal["flags"]))
+            cache.write_calibration(
+                scene, cam, arrays, {"method": "oracle: per-image affine fit to GT depth"}
+            )
+    return out
+
+
+def voxelize_ablation(results: dict, args, frames: int) -> dict:
+    """Voxelize every scene and seed with each configuration of :data:`VOXELIZE_CONFIGS` and evaluate it.
+
+    Seed 0 reuses the pipeline's scenes; other seeds run the synthetic pipeline first. Returns
+    {"scenes": {scene: {config: {miou, iou_geometry, per_class, seconds_per_keyframe, cpu_s_per_kf}}},
+     "total": {config: the same over the summed confusion of all scenes}, "images_per_keyframe": {...}}.
+    """
+    from occlabel.stages import evaluate, voxelize
+
+    seeds = [int(s) for s in args.voxelize_seeds.split(",") if s.strip()]
+    work = args.work / "voxelize"
+    scenes: dict[str, dict] = {}
+    per_kf_images: dict[str, float] = {}
+    for seed in seeds:
+        for rig, n in (("front", frames), ("surround", frames // 2)):
+            name = f"{rig}, {n} frames, seed {seed}"
+            if seed == 0 and f"{rig}, {n} frames" in results:
+                r = results[f"{rig}, {n} frames"]
+                run_dir = args.work / rig
+            else:
+                print(f"== pipeline for the voxelize ablation: {name}", flush=True)
+                run_dir = work / f"{rig}-seed{seed}"
+                r = run_synthetic(run_dir, rig=rig, frames=n, seed=seed, device=args.device, progress=False)
+            per_kf_images[name] = r["images"] / max(r["keyframes"], 1)
+            caches = {
+                "cal": run_dir / "cache.zarr",
+                "orc": oracle_calibration(run_dir / "cache.zarr", work / "orc.zarr"),
+            }
+            rows = {}
+            for conf, (which, opts) in VOXELIZE_CONFIGS.items():
+                print(f"== voxelize ablation: {name}, {conf}", flush=True)
+                out = voxelize.run(
+                    caches[which],
+                    work / "labels.zarr",
+                    device=args.device,
+                    overwrite=True,
+                    progress=False,
+                    **opts,
+                )
+                ev = evaluate.run(out, progress=False)
+                stats = open_labels_meta(out)["stats"]
+                rows[conf] = {
+                    "miou": ev["miou"],
+                    "iou_geometry": ev["iou_geometry"],
+                    "per_class": ev["per_class"],
+                    "confusion": ev["confusion"],
+                    "seconds_per_keyframe": stats["seconds_per_keyframe"],
+                    "cpu_seconds_per_keyframe": stats["cpu_seconds_per_keyframe"],
+                }
+            scenes[name] = rows
+            shutil.rmtree(work / "orc.zarr", ignore_errors=True)
+    total = {}
+    for conf in VOXELIZE_CONFIGS:
+        c = sum(np.asarray(scenes[s][conf]["confusion"], np.int64) for s in scenes)
+        m = evaluate.occ3d_metrics(c)
+        total[conf] = {
+            "miou": m["miou"],
+            "iou_geometry": m["iou_geometry"],
+            "per_class": m["per_class"],
+            "seconds_per_keyframe": float(np.mean([scenes[s][conf]["seconds_per_keyframe"] for s in scenes])),
+        }
+    return {"scenes": scenes, "total": total, "images_per_keyframe": per_kf_images, "seeds": seeds}
+
+
+def open_labels_meta(path: Path) -> dict:
+    from occlabel.store.labels import open_labels
+
+    return open_labels(path).meta
+
+
+def render_voxelize_ablation(vox: dict, args) -> str:
+    """The voxelize section of benchmarks.md: quality against GT inputs, per-class IoU, ablation, speed."""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.2f}"
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return "-" if a is None or not b else f"{a / b:.2f}"
+
+    ref = VOX_REFERENCE
+    seeds = ", ".join(map(str, vox["seeds"]))
+    lines = [
+        "",
+        f"## Voxelize: label quality and ablation — {time.strftime('%Y-%m-%d')}",
+        "",
+        f"Machine: {machine()}. Command: `python scripts/bench.py` (`voxelize_ablation`); synthetic scenes "
+        f"front ({'10' if args.quick else '20'} frames) and surround ({'5' if args.quick else '10'} frames), "
+        f"keyframe every 5th frame, seeds {seeds}"
+        + ". Occ3D protocol over the ground truth's `mask_camera`. *Reference*: labels fused from the "
+        "dataset's ground-truth depth and semantics through the same code (`--source gt`); *estimated*: "
+        "the oracle backends' simulated foundation-model outputs after `calibrate-depth`; *oracle "
+        "calibration*: the same disparity with each image's best affine fit to the true depth (the "
+        "calibration floor), which separates fusion error from calibration error. Targets: reference "
+        "geometry IoU >= 0.80; estimated mIoU >= 0.90 x reference mIoU.",
+        "",
+        "| scene | reference mIoU / geometry IoU | estimated mIoU / geometry IoU | mIoU ratio | "
+        "oracle calibration mIoU / geometry IoU | mIoU ratio | voxelize s/keyframe |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    est, orc = VOX_HEADLINE
+    for name, rows in vox["scenes"].items():
+        lines.append(
+            f"| {name} | {pct(rows[ref]['miou'])} / {pct(rows[ref]['iou_geometry'])} | "
+            f"{pct(rows[est]['miou'])} / {pct(rows[est]['iou_geometry'])} | {ratio(rows[est]['miou'], rows[ref]['miou'])} | "
+            f"{pct(rows[orc]['miou'])} / {pct(rows[orc]['iou_geometry'])} | {ratio(rows[orc]['miou'], rows[ref]['miou'])} | "
+            f"{rows[est]['seconds_per_keyframe']:.2f} |"
+        )
+    tot = vox["total"]
+    lines += [
+        "",
+        "Ablation over all scenes and seeds together (one confusion matrix; every row changes one thing "
+        "from the defaults unless it says otherwise):",
+        "",
+        "| configuration | mIoU | geometry IoU | mIoU / reference | voxelize s/keyframe |",
+        "|---|---|---|---|---|",
+    ]
+    for conf, row in tot.items():
+        lines.append(
+            f"| {conf} | {pct(row['miou'])} | {pct(row['iou_geometry'])} | {ratio(row['miou'], tot[ref]['miou'])} | "
+            f"{row['seconds_per_keyframe']:.2f} |"
+        )
+    cols = [ref, est, orc, "GT depth + estimated semantics", "estimated depth + GT semantics"]
+    short = [
+        "reference",
+        "estimated",
+        "oracle calibration",
+        "GT depth + est. semantics",
+        "est. depth + GT semantics",
+    ]
+    lines += [
+        "",
+        "Per-class IoU over all scenes and seeds (`-`: the class is in neither ground truth nor labels):",
+        "",
+        "| class | " + " | ".join(short) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for cls in tot[ref]["per_class"]:
+        vals = [tot[c]["per_class"][cls] for c in cols]
+        if all(v is None for v in vals):
+            continue
+        lines.append(f"| {cls} | " + " | ".join(pct(v) for v in vals) + " |")
+    lines += [
+        "",
+        f"Speed: voxelize costs {tot[est]['seconds_per_keyframe']:.2f} s per keyframe here (mean over scenes, "
+        "wall clock on the machine above, window 8). Per keyframe the pipeline extracts "
+        + ", ".join(f"{v:.0f} images ({k})" for k, v in vox["images_per_keyframe"].items())
+        + f"; at {extract_reference(args)[0]:.0f} s per image for extract-2d with the default models on this "
+        + "machine, "
+        "voxelize is "
+        + ", ".join(
+            f"{100 * vox['scenes'][k][est]['seconds_per_keyframe'] / (v * extract_reference(args)[0]):.2f} %"
+            for k, v in vox["images_per_keyframe"].items()
+        )
+        + " of it (target <= 5 %).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     ap.add_argument("--work", type=Path, default=Path("runs/bench"))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="smaller scenes (a smoke test of the script)")
+    ap.add_argument(
+        "--no-ablation",
+        action="store_true",
+        help="skip the calibration cue ablation (recalibrates each scene 5x)",
+    )
+    ap.add_argument(
+        "--no-voxelize-ablation", action="store_true", help="skip the voxelize quality section and ablation"
+    )
+    ap.add_argument(
+        "--voxelize-seeds",
+        default="0,1",
+        help="seeds of the voxelize ablation scenes (0 reuses the pipeline's)",
+    )
+    ap.add_argument(
+        "--reuse-ablation",
+        type=Path,
+        default=None,
+        metavar="BENCH_JSON",
+        help="take the cue ablation from an earlier run's bench.json (same calibration method version)",
+    )
+    ap.add_argument(
+        "--extract-results",
+        type=Path,
+        default=Path("runs/bench_extract/results.json"),
+        help="extract-2d timings of scripts/bench_extract.py (the reference of the speed targets)",
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     frames = 10 if args.quick else 20
@@ -194,12 +570,53 @@ def main() -> None:
         results[f"{rig}, {n} frames"] = run_synthetic(
             args.work / rig, rig=rig, frames=n, seed=0, device=args.device, progress=False
         )
+    ablation_meta = {"date": time.strftime("%Y-%m-%d"), "method_version": calibrate_depth.METHOD_VERSION}
+    if args.reuse_ablation:
+        saved = json.loads(args.reuse_ablation.read_text())
+        ablation, ablation_meta = saved["cue_ablation"], saved["cue_ablation_meta"]
+        if ablation_meta["method_version"] != calibrate_depth.METHOD_VERSION:
+            sys.exit(
+                f"--reuse-ablation: {args.reuse_ablation} is of calibration method version "
+                f"{ablation_meta['method_version']}, this code is {calibrate_depth.METHOD_VERSION}"
+            )
+        for name, r in results.items():  # the defaults row is this run's pipeline
+            ablation[name][ALL_CUES] = _depth_row(r["depth"], r["seconds"]["calibrate-depth"], r["images"])
+    elif args.no_ablation:
+        ablation = None
+    else:
+        ablation = cue_ablation(results, args.work, args.device)
+    args.ablation_meta = ablation_meta
     print("== compression study", flush=True)
     study = compression_study(args.work / "front" / "cache.zarr", args.work)
-    (args.work / "bench.json").write_text(json.dumps({"pipeline": results, "compression": study}, indent=1))
-    text = render(results, study, args)
-    args.out.write_text(text)
+    (args.work / "bench.json").write_text(
+        json.dumps(
+            {
+                "pipeline": results,
+                "compression": study,
+                "cue_ablation": ablation,
+                "cue_ablation_meta": ablation_meta,
+            },
+            indent=1,
+        )
+    )
+    text = render(results, study, args, ablation)
+    if not args.no_voxelize_ablation:
+        vox = voxelize_ablation(results, args, frames)
+        (args.work / "voxelize_ablation.json").write_text(json.dumps(vox, indent=1))
+        text += render_voxelize_ablation(vox, args)
+    args.out.write_text(text + kept_sections(args.out))
     print(text)
+
+
+def kept_sections(path: Path) -> str:
+    """The sections other scripts keep between ``<!-- name:begin -->`` / ``<!-- name:end -->`` markers in
+    ``path`` (scripts/bench_extract.py, scripts/bench_real.py), to append after this script's own text."""
+    if not path.exists():
+        return ""
+    text, out = path.read_text(), []
+    for m in re.finditer(r"<!-- (\w+):begin -->.*?<!-- \1:end -->", text, flags=re.S):
+        out.append("\n" + m.group(0) + "\n")
+    return "".join(out)
 
 
 if __name__ == "__main__":

@@ -548,8 +548,19 @@ def test_synthetic_world_end_to_end(tmp_path):
 
 
 def test_synthetic_parked_ego_is_stationary(tmp_path):
-    path, scene, _ = _synthetic_cache(tmp_path, ego_speed=0.0, frames=3)
+    """A parked ego: no temporal parallax. The ground-plane cue still gives the metric scale (issue #4);
+    without it the depth is unknown (NaN), never silently wrong."""
+    path, scene, truth = _synthetic_cache(tmp_path, ego_speed=0.0, frames=3)
     calibrate_depth.run(path, device="cpu", progress=False, widths=(64,), iters=(5,))
+    cal = open_cache(path).read_calibration(scene.name, "CAM_FRONT")
+    assert ((cal["flags"] & FLAGS["stationary"]) != 0).all()
+    assert ((cal["flags"] & FLAGS["fallback"]) != 0).all()
+    assert (cal["cue"] == calibrate_depth.CUES["ground"]).all()
+    errs = [scale_error(cal["scale"][t], cal["shift"][t], d, z, lab) for t, d, z, lab in truth]
+    assert max(errs) < 0.05, errs
+    calibrate_depth.run(
+        path, device="cpu", progress=False, overwrite=True, ground=False, widths=(64,), iters=(5,)
+    )
     cal = open_cache(path).read_calibration(scene.name, "CAM_FRONT")
     assert ((cal["flags"] & FLAGS["stationary"]) != 0).all()
     assert np.isnan(cal["scale"]).all()

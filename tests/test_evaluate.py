@@ -129,9 +129,8 @@ def test_run_end_to_end(tmp_path):
         }
     ]
     cache = build_cache(tmp_path, frames, {"CAM_FRONT": (K, pose(0, 0.5, 0, R_EGO_FROM_CAM))})
-    out = voxelize.run(
-        cache.path, tmp_path / "l.zarr", device="cpu", progress=False, window=0, min_hits=1.0, ray_stride=1
-    )
+    vox = dict(device="cpu", progress=False, window=0, min_hits=1.0, ray_stride=1, edge_tol=0.0)
+    out = voxelize.run(cache.path, tmp_path / "l.zarr", **vox)
     (s,) = list(open_labels(out))
     occ_path = cache.open_dataset().scenes[0].frames[0].occupancy_path
     np.savez_compressed(
@@ -161,5 +160,59 @@ def test_run_end_to_end(tmp_path):
     import zarr
 
     zarr.open_group(str(out), mode="a")["s0/done"][0] = False
-    voxelize.run(cache.path, out, device="cpu", progress=False, window=0, min_hits=1.0, ray_stride=1)
+    voxelize.run(cache.path, out, **vox)
     assert "evaluation" not in open_labels(out).meta
+
+
+# --------------------------------------------------------------------------------------------------
+# SemanticKITTI SSC protocol; ground truth from a directory
+# --------------------------------------------------------------------------------------------------
+
+# training ids by hand: voxel 8 is 255 (ignored), voxel 9 is flagged invalid (outside the mask)
+SK_GT = np.array([1, 1, 1, 0, 0, 9, 9, 13, 255, 1])
+SK_PRED = np.array([1, 1, 0, 1, 0, 9, 13, 13, 1, 0])
+SK_VALID = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 0], bool)
+
+
+def test_ssc_metrics_by_hand():
+    c = confusion_matrix(SK_PRED, SK_GT, SK_VALID, num_classes=20)
+    assert c.sum() == 8 and c[1, 1] == 2 and c[1, 0] == 1 and c[0, 1] == 1 and c[9, 13] == 1
+    m = evaluate.ssc_metrics(c)
+    # completion: tp = voxels 0, 1, 5, 6, 7; fp = voxel 3 (empty -> car); fn = voxel 2 (car -> empty)
+    assert m["iou_completion"] == pytest.approx(5 / 7)
+    assert m["precision"] == pytest.approx(5 / 6) and m["recall"] == pytest.approx(5 / 6)
+    # car: tp 2 of gt 3 and predicted 3 -> 2 / 4; road: 1 / 2; building: tp 1, predicted 2 -> 1 / 2
+    assert m["per_class"]["car"] == pytest.approx(0.5)
+    assert m["per_class"]["road"] == pytest.approx(0.5) and m["per_class"]["building"] == pytest.approx(0.5)
+    assert m["per_class"]["person"] is None and m["classes_in_miou"] == 3 and "empty" not in m["per_class"]
+    assert m["miou"] == pytest.approx(0.5) and m["miou_19"] == pytest.approx(1.5 / 19)
+    assert m["accuracy"] == pytest.approx(5 / 8) and m["num_voxels"] == 8
+    t = format_table(m | {"num_samples": 1})
+    assert "completion IoU" in t and " 71.43" in t and "geometry IoU" not in t
+    with pytest.raises(ValueError, match="20x20"):
+        evaluate.ssc_metrics(np.zeros((18, 18)))
+    empty = evaluate.ssc_metrics(np.zeros((20, 20), np.int64))
+    assert empty["iou_completion"] is None and empty["miou"] is None and empty["miou_19"] == 0.0
+
+
+def test_gt_directory_layouts(tmp_path):
+    from cache_builders import BOX_GRID, BOX_OPTS, box_cache
+
+    from occlabel.errors import StoreError
+    from occlabel.store.export import export_occ3d
+
+    with pytest.raises(StoreError, match="pass --format"):
+        evaluate.detect_gt_format(tmp_path)
+    (tmp_path / "a" / "sequences").mkdir(parents=True)
+    (tmp_path / "b" / "gts").mkdir(parents=True)
+    assert evaluate.detect_gt_format(tmp_path / "a") == "semantickitti"
+    assert evaluate.detect_gt_format(tmp_path / "b") == "occ3d"
+
+    cache = box_cache(tmp_path)
+    out = voxelize.run(
+        cache.path, tmp_path / "l.zarr", grid=BOX_GRID, device="cpu", progress=False, **BOX_OPTS, edge_tol=0.0
+    )
+    export_occ3d(out, tmp_path / "occ", allow_other_grid=True)
+    res = evaluate.run(out, gt=tmp_path / "occ", progress=False)
+    assert res["protocol"].startswith("occ3d") and res["miou"] == 1.0 and res["iou_geometry"] == 1.0
+    assert res["gt"] == str((tmp_path / "occ").resolve())

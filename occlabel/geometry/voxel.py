@@ -13,6 +13,42 @@ import torch
 from occlabel.conventions import VoxelGrid
 
 
+def make_grid(
+    lower: tuple[float, float, float] | list[float],
+    upper: tuple[float, float, float] | list[float],
+    voxel_size: float,
+    frame: str = "ego",
+    name: str = "custom",
+) -> VoxelGrid:
+    """A voxel grid over any axis-aligned box (a custom grid; the presets are conventions.GRIDS).
+
+    Args:
+        lower, upper: (x, y, z) corners in metres, in the grid's frame.
+        voxel_size: edge of the cubic voxels, metres; every extent must be a whole number of voxels.
+        frame: "ego" (the keyframe's ego frame) or "sensor" (placed with a T_ego_from_grid, see
+            occlabel.stages.voxelize).
+    Raises:
+        ValueError: empty box, non-positive voxel, extents not a multiple of the voxel, unknown frame.
+    """
+    lo = tuple(float(v) for v in lower)
+    hi = tuple(float(v) for v in upper)
+    if len(lo) != 3 or len(hi) != 3:
+        raise ValueError(f"grid range needs 3 lower and 3 upper values, got {lower} / {upper}")
+    if not voxel_size > 0:
+        raise ValueError(f"voxel size must be > 0, got {voxel_size}")
+    if frame not in ("ego", "sensor"):
+        raise ValueError(f"grid frame must be 'ego' or 'sensor', got {frame!r}")
+    for axis, a, b in zip("xyz", lo, hi, strict=True):
+        n = (b - a) / voxel_size
+        if not b > a:
+            raise ValueError(f"grid range: {axis} upper {b} must exceed lower {a}")
+        if abs(n - round(n)) > 1e-6 * max(1.0, n):
+            raise ValueError(
+                f"grid range: {axis} extent {b - a:g} m is not a whole number of {voxel_size:g} m voxels"
+            )
+    return VoxelGrid(name, lo, hi, float(voxel_size), frame)
+
+
 def grid_tensors(
     grid: VoxelGrid, device=None, dtype=torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,7 +103,8 @@ def ray_free_samples(
     step_fraction: float = 0.5,
     stop_before: float | None = None,
     chunk: int = 1 << 22,
-) -> Iterator[torch.Tensor]:
+    return_rays: bool = False,
+) -> Iterator[torch.Tensor] | Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Flat voxel indices that rays pass through before reaching their end points (free space).
 
     Each ray from ``origins[n]`` to ``ends[n]`` is sampled every ``step_fraction * voxel_size`` metres
@@ -78,8 +115,10 @@ def ray_free_samples(
         origins: ``[N x 3]`` ray starts (camera centres) in the grid frame.
         ends: ``[N x 3]`` ray ends (surface points, or far points for sky rays).
         grid: the voxel grid.
+        return_rays: also yield, for every sample, the index of its ray in ``origins``.
     Yields:
-        ``[M]`` long flat indices (with repeats: one per sample), chunk by chunk.
+        ``[M]`` long flat indices (with repeats: one per sample), chunk by chunk; with ``return_rays``,
+        tuples (flat indices ``[M]``, ray indices ``[M]`` long).
     """
     if origins.shape[0] == 0:
         return
@@ -94,6 +133,7 @@ def ray_free_samples(
     t_end = torch.minimum(t_far, length - stop)
     n_samples = torch.ceil((t_end - t_start) / step).clamp(min=0).long()
     keep = n_samples > 0
+    ray_index = torch.nonzero(keep)[:, 0]
     origins, dirs, t_start, n_samples = origins[keep], dirs[keep], t_start[keep], n_samples[keep]
     t_end = t_end[keep]
     if origins.shape[0] == 0:
@@ -115,6 +155,7 @@ def ray_free_samples(
         t = torch.minimum(t, t_end[sl][ray_id])
         pts = origins[sl][ray_id] + dirs[sl][ray_id] * t[:, None]
         idx, valid = points_to_voxels(pts, grid)
-        yield flat_index(idx[valid], tuple(int(s) for s in shape))
+        flat = flat_index(idx[valid], tuple(int(s) for s in shape))
+        yield (flat, ray_index[sl][ray_id[valid]]) if return_rays else flat
         done = int(cum[stop_idx - 1])
         start = stop_idx

@@ -1,4 +1,4 @@
-"""Stage 2, ``calibrate-depth``: metric scale and shift of relative depth from photometric consistency.
+"""Stage 2, ``calibrate-depth``: metric scale and shift of relative depth from label-free cues.
 
 A depth foundation model gives, per image, a relative disparity d with ``1/z = a * d + b`` for unknown
 ``a > 0`` and ``b`` that differ from image to image. With no depth ground truth, (a, b) of each frame is
@@ -18,30 +18,51 @@ meaningful across frames although (a, b) are not. ``a = exp(s) (1 - r) / (d_hi -
 (near inverse depth, far/near inverse-depth ratio), with the near reference at d_lo:
 ``z = exp(-s) (1 + (1/r - 1) d~)``.
 
+Label-free cues (each switchable: ``photometric``, ``overlap``, ``ground``, ``sky``):
+
+- photometric (temporal): the frame's own neighbours as sources (:class:`PhotometricCue`);
+- overlap: the overlapping cameras of the rig (:func:`overlapping_cameras`) at the same frame are further
+  sources of the same objective, with the metric baseline of the extrinsics. Images this close in time
+  (``overlap_max_dt_s``) see movable objects where they are, so for these sources movable-class pixels
+  count too. It needs no ego motion;
+- ground plane (:class:`GroundCue`): pixels of flat classes have the depth at which their ray meets the
+  ego ground plane ``z_ego = ground_height_m + class height`` (the ego frame's origin on the road, z up,
+  road locally flat and level; see occlabel.geometry.ground). A robust per-frame fit of (s, r) to them is
+  the cue's own estimate; it adds a start and a weighted term to the photometric objective, is the
+  cross-check, and is the fallback where there is no parallax;
+- sky term (:func:`sky_cost`, disparity space): relative disparity models put the sky at (near) zero
+  disparity; a weak term pulls the calibrated inverse depth of the frame's sky toward 0, which fixes the
+  slope of the affine where the scene's depth range cannot (one facade plane, near objects masked).
+
 Algorithm, per scene and camera:
 0. Sources: each neighbour offset o is strided (t + o*k, k <= ``max_stride``) until the camera baseline
    reaches ``target_baseline_m`` (:func:`choose_sources`): far points need parallax, and the fitted shift
-   (hence far depth) is biased toward the camera when the baseline is short.
-1. Coarse, at ``coarse_width`` on grey images, batched over frames x hypotheses: the full (s, r) grid on a
-   few evenly spaced frames gives the scene-level (s, r) (mean normalised cost); then per frame a line
-   search over s at the scene's r, and a local (s, r) grid around its best s, under a weak prior toward
-   the scene value.
-2. Fine: per-frame Adam on (s, r) at increasing resolutions (``widths``), same weak prior; the best
-   iterate of each level is kept, then a small pattern search at the last level polishes it; a frame still
-   moving after ``polish_rounds`` rounds (or stuck at a bound) is flagged ``not_converged``. At each level
-   the pixels allowed to count are frozen around the current estimate (:meth:`PhotometricCue.freeze_region`):
+   (hence far depth) is biased toward the camera when the baseline is short. Overlapping cameras at the
+   same frame are appended as sources.
+1. Ground: the ground cue's fit of every frame (:meth:`GroundCue.fit`).
+2. Coarse, at ``coarse_width`` on grey images, batched over frames x hypotheses: the full (s, r) grid on
+   every frame; its mean normalised cost over a few evenly spaced frames gives the scene-level (s, r);
+   then a local (s, r) grid around each frame's best (and around the ground estimate, where usable),
+   under a weak prior toward the scene value, the ground term and the sky term.
+3. Fine: per-frame Adam on (s, r) at increasing resolutions (``widths``), same terms; the best iterate of
+   each level is kept, then a small pattern search at the last level polishes it; a frame still moving
+   after ``polish_rounds`` rounds (or stuck at a bound) is flagged ``not_converged``. At each level the
+   pixels allowed to count are frozen around the current estimate (:meth:`PhotometricCue.freeze_region`):
    letting the hypothesis decide which pixels leave the image biases the fit toward less parallax.
-3. Degenerate frames: no neighbour with a baseline >= ``min_baseline_m`` -> ``stationary``; fewer than
-   ``min_valid_frac`` of the pixels informative -> ``low_valid``; both fall back to the robust (median)
-   scene prior of the camera's good frames (or of the scene's other cameras) and get ``fallback``. With
-   no prior at all the values are NaN (depth unknown rather than wrong).
+4. Decision (:func:`decide_cues`): the photometric fit unless it disagrees with the ground fit by more
+   than ``cue_tolerance`` (flag ``cue_disagreement``) and its own loss does not reject the ground estimate
+   by more than ``photometric_margin`` (then the ground estimate); the ground fit where there is no
+   photometric fit (flag ``fallback``).
+5. Degenerate frames: no temporal neighbour with a baseline >= ``min_baseline_m`` -> ``stationary`` (still
+   fitted when overlapping cameras give a baseline: cue ``overlap``); fewer than ``min_valid_frac`` of
+   the pixels informative -> ``low_valid``. Frames that no cue decided fall back to the robust (median)
+   scene prior of the camera's decided frames (or of the scene's other cameras) and get ``fallback``. With
+   no prior at all the values are NaN (depth unknown rather than wrong). ``calibration/cue`` records the
+   deciding cue per frame (:data:`CUES`).
 
 Photometric error: Monodepth2's 0.85 (1 - SSIM) / 2 + 0.15 L1, minimum over sources, auto-masking by the
-identity error, per-pair exposure gain, masks for sky, movable classes, borders and implausible depth.
-
-The hypotheses are scored by "cues" (:class:`PhotometricCue` here): objects with ``evaluate(params,
-frames) -> CueResult`` over ``[F x N x 2]`` hypotheses. Label-free cues of issue #4 (ground plane,
-cross-camera overlap) slot in beside it with a weight.
+identity error, per-pair exposure gain, masks for sky, movable classes (the vocabulary's, for temporal
+sources), borders and implausible depth.
 """
 
 from __future__ import annotations
@@ -57,8 +78,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from occlabel.conventions import OCC3D_MOVING, OCC3D_NAMES, SKY
+from occlabel.conventions import scale_intrinsics as scale_intrinsics_np
 from occlabel.datasets.base import load_image
 from occlabel.errors import OccLabelError, StoreError
+from occlabel.geometry.ground import plane_depth, robust_linear_fit
 from occlabel.geometry.photometric import (
     border_mask,
     box_moments,
@@ -67,6 +91,7 @@ from occlabel.geometry.photometric import (
     pixel_error,
     static_mask,
 )
+from occlabel.geometry.rig import view_overlap
 from occlabel.geometry.warp import (
     project_inverse_depth,
     relative_pose,
@@ -74,13 +99,15 @@ from occlabel.geometry.warp import (
     scale_intrinsics,
     warp_coefficients,
 )
-from occlabel.store.cache import FLAGS, Cache, open_cache
+from occlabel.models.vocab import load_vocabulary
+from occlabel.store.cache import CALIBRATION_CUES, FLAGS, Cache, open_cache
+from occlabel.store.common import read_meta
 from occlabel.utils import progress_bar, resolve_device
 
 log = logging.getLogger("occlabel.calibrate_depth")
 
 METHOD = "photometric-affine"
-METHOD_VERSION = 1
+METHOD_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,6 +154,46 @@ class CalibrationConfig:
     min_valid_frac: float = 0.05  # frames whose loss uses fewer pixels are flagged low_valid
     polish_steps: tuple[float, float] = (0.005, 0.005)  # pattern-search steps in (s, r) after Adam
     polish_rounds: int = 6  # a frame still moving after this many rounds is flagged not_converged
+    # ---- cues (each can be switched off; see the module docstring)
+    photometric: bool = True  # temporal photometric cue: neighbour frames of the same camera as sources
+    overlap: bool = True  # overlap cue: overlapping cameras of the rig at the same instant as further sources
+    ground: bool = True  # ground-plane cue: flat-ground pixels at the depth the extrinsics give them
+    # ---- ground cue
+    #: (class name, surface height above the road in metres): flat classes whose pixels are ground; names
+    #: the semantics' vocabulary does not have are ignored (occ3d: driveable_surface, other_flat, sidewalk;
+    #: semantickitti: road, parking, other-ground, sidewalk). Kerb-raised surfaces sit 0.15 m up.
+    ground_classes: tuple[tuple[str, float], ...] = (
+        ("driveable_surface", 0.0),
+        ("road", 0.0),
+        ("parking", 0.0),
+        ("other_flat", 0.15),
+        ("other-ground", 0.15),
+        ("sidewalk", 0.15),
+    )
+    ground_height_m: float = 0.0  # z of the road surface in the ego frame (0: ego origin on the ground)
+    ground_max_depth_m: float = 40.0  # ground pixels farther than this (z-depth on the plane) are not used
+    ground_erode_px: int = 1  # a ground pixel needs the same class within this radius (label boundaries)
+    ground_min_frac: float = 0.01  # fewer ground pixels than this fraction of the image: no ground fit
+    ground_inlier_tol: float = 0.1  # inlier: |relative inverse-depth residual| below this
+    ground_min_inliers: float = 0.5  # a ground fit is usable with at least this inlier fraction
+    ground_max_pixels: int = 4096  # ground pixels per frame kept (evenly subsampled)
+    ground_weight: float = 0.02  # weight of the ground term in the photometric objective (x loss scale)
+    ground_sigma: float = 0.05  # relative residual worth one unit of ground cost (capped at 3 sigma)
+    cue_tolerance: float = 0.05  # cues disagree when |median depth ratio over ground pixels - 1| exceeds this
+    photometric_margin: float = 0.02  # on disagreement the photometric fit stands only if its loss at the
+    # ground estimate is higher than at its own by more than this fraction
+    # ---- sky term (disparity space): relative disparity models put the sky at (near) zero disparity, so
+    # the calibrated inverse depth of the frame's sky pixels should be ~0. It fixes the slope of the affine
+    # where the scene's depth range is too narrow to (one facade plane, or near objects masked as movable)
+    sky: bool = True
+    sky_weight: float = 0.02  # weight of the sky term in the objective (x loss scale)
+    sky_sigma: float = 0.03  # sky inverse depth, relative to the near reference's, worth one unit of cost
+    sky_min_frac: float = 0.005  # frames with fewer (eroded) sky pixels have no sky term
+    # ---- overlap cue
+    overlap_min_frac: float = 0.03  # cameras that see at least this fraction of the target's pixels overlap
+    overlap_max_cameras: int = 2  # at most this many overlapping cameras per target (largest overlap first)
+    overlap_max_dt_s: float = 0.01  # movable classes count in the overlap cue when the two images are this
+    # close in time (a moving object is where both cameras see it)
     # ---- compute
     max_chunk_elems: int = 0  # elements per batched evaluation (0: 2**23 on CPU, 2**26 on CUDA)
     seed: int = 0  # torch seed (the method draws nothing at random; kept for provenance)
@@ -223,18 +290,27 @@ def inverse_depth(params: torch.Tensor, dnorm: torch.Tensor, space: str = "dispa
 class CameraFrames:
     """Everything the fit needs for one camera of one scene, at the working resolution, on the device.
 
+    Source images live in one pool: the camera's own frames first (pool index = frame index, 0..T-1), then
+    any images of other cameras of the rig (the overlap cue), resized to this camera's working resolution.
+
     Attributes:
-        images: ``[T x 3 x h x w]`` float32 RGB in [0, 1] (zeros for frames that were not loaded).
-        K: ``[T x 3 x 3]`` float32 intrinsics at the working resolution.
-        T_world_from_cam: ``[T x 4 x 4]`` float64 camera poses.
+        images: ``[P x 3 x h x w]`` float32 RGB in [0, 1] (zeros for images that were not loaded).
+        K: ``[P x 3 x 3]`` float32 intrinsics at the working resolution.
+        T_world_from_cam: ``[P x 4 x 4]`` float64 camera poses.
         values: ``[F x h x w]`` float32 relative values of the target frames (NaN = none).
         static: ``[F x h x w]`` bool, pixels of the target frames allowed in the loss (static, not sky,
             finite value).
         targets: ``[F]`` long, frame indices of the targets.
-        sources: ``[F x S]`` long, frame index of each neighbour (0 when missing).
-        source_ok: ``[F x S]`` bool, neighbour exists, is loaded and has a baseline.
-        baseline_m: ``[F x S]`` float64 numpy, camera-centre distance to each neighbour (NaN if missing).
+        sources: ``[F x S]`` long, pool index of each source (0 when missing).
+        source_ok: ``[F x S]`` bool, source exists, is loaded and has a baseline.
+        baseline_m: ``[F x S]`` float64 numpy, camera-centre distance to each source (NaN if missing).
         reference: the per-frame :class:`Reference`.
+        solid: ``[F x h x w]`` bool or None: pixels with a depth (not sky, finite value) whatever their class;
+            sources marked in ``movable_ok`` may use them (default: ``static``).
+        movable_ok: ``[F x S]`` bool or None: the source shows the scene at the target's instant (another
+            camera of the rig), so pixels of movable classes are rigid for it (default: none).
+        sky: ``[F]`` float32 or None: normalised relative value d~ of each frame's sky (median over its sky
+            pixels; NaN: too little sky), for the sky term (disparity space).
     """
 
     images: torch.Tensor
@@ -247,6 +323,9 @@ class CameraFrames:
     source_ok: torch.Tensor
     baseline_m: np.ndarray
     reference: Reference
+    solid: torch.Tensor | None = None
+    movable_ok: torch.Tensor | None = None
+    sky: torch.Tensor | None = None
     dnorm: torch.Tensor = field(init=False)
 
     def __post_init__(self):
@@ -299,10 +378,9 @@ class PhotometricCue:
         self.target = images[cam.targets]  # F C h w
         self.target_moments = box_moments(self.target, cfg.ssim_window)
         K = scale_intrinsics(cam.K, w / w0, h / h0)
-        dnorm, ok = _resize_masked(cam.dnorm, cam.static & torch.isfinite(cam.dnorm), (h, w))
+        finite = torch.isfinite(cam.dnorm)
+        dnorm, ok = _resize_masked(cam.dnorm, cam.static & finite, (h, w))
         border = border_mask(h, w, max(1, round(cfg.border_frac * w)), dev)
-        self.dnorm = dnorm
-        self.mask = ok & border  # F h w
         self.sources = cam.sources
         self.source_ok = cam.source_ok
         T_wc = cam.T_world_from_cam
@@ -310,6 +388,20 @@ class PhotometricCue:
         Kt = K[cam.targets][:, None].expand(-1, cam.sources.shape[1], -1, -1)
         mp, e = warp_coefficients(Kt.double(), K[cam.sources].double(), T_src_from_tgt.double(), h, w)
         self.mp, self.e = mp.to(images.dtype), e.to(images.dtype)  # F S h w 3, F S 3
+        self.min_inv = 1.0 / cfg.max_depth_m
+        self.max_inv = 1.0 / cfg.min_depth_m
+        # sources that see the target's instant (other cameras of the rig) may use movable-class pixels too
+        self.pix_ok: torch.Tensor | None = None  # F S h w, pixels each source may use (None: the mask)
+        movable_ok = cam.movable_ok
+        if movable_ok is not None and bool((movable_ok & cam.source_ok).any()) and cam.solid is not None:
+            movable_ok = movable_ok & cam.source_ok
+            # values over all solid pixels; a static pixel of the level averages the same values as before
+            dnorm, solid = _resize_masked(cam.dnorm, cam.solid & finite, (h, w))
+            solid = solid & self._reachable(movable_ok)
+            self.pix_ok = torch.where(movable_ok[..., None, None], solid[:, None], ok[:, None])
+            ok = ok | solid
+        self.dnorm = dnorm
+        self.mask = ok & border  # F h w
         # identity errors: each source as it is, against the target (exposure-corrected on the mask)
         src = images[cam.sources]  # F S 3 h w
         tgt = self.target[:, None].expand_as(src)
@@ -318,9 +410,27 @@ class PhotometricCue:
         ident = pixel_error(tgt, src, cfg.ssim_weight, cfg.ssim_window, cfg.ssim)  # F S h w
         big = torch.finfo(ident.dtype).max / 4
         self.identity = torch.where(self.source_ok[..., None, None], ident, torch.full_like(ident, big))
-        self.min_inv = 1.0 / cfg.max_depth_m
-        self.max_inv = 1.0 / cfg.min_depth_m
         self.region: torch.Tensor | None = None  # F S h w, see freeze_region
+
+    def _reachable(self, sources: torch.Tensor, depths_m=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0)) -> torch.Tensor:
+        """``[F x h x w]`` bool: pixels that land inside one of the ``sources`` (``[F x S]`` bool) for some
+        depth among ``depths_m`` or at infinity (where an overlapping camera can see them at all)."""
+        Fn, S, h, w = self.mp.shape[:4]
+        out = torch.zeros(Fn, h, w, dtype=torch.bool, device=self.mp.device)
+        cols = [j for j in range(S) if bool(sources[:, j].any())]
+        for rho in [0.0] + [1.0 / d for d in depths_m]:
+            for j in cols:
+                proj = project_inverse_depth(
+                    torch.full((Fn, h, w), rho, dtype=self.mp.dtype, device=self.mp.device),
+                    None,
+                    None,
+                    None,
+                    (h, w),
+                    min_inv_depth=-1.0,
+                    coefficients=(self.mp[:, j], self.e[:, j]),
+                )
+                out |= proj.valid & sources[:, j, None, None]
+        return out
 
     def freeze_region(self, params: torch.Tensor | None, margin_px: float = 2.0) -> None:
         """Fix, per frame and source, the pixels whose warp may count (None: unfreeze).
@@ -411,6 +521,8 @@ class PhotometricCue:
             coefficients=(self.mp[frames][:, :, None], self.e[frames][:, :, None]),
         )  # F S N h w
         valid = proj.valid & self.source_ok[frames][:, :, None, None, None]
+        if self.pix_ok is not None:
+            valid = valid & self.pix_ok[frames][:, :, None]
         if frozen:
             valid = valid & self.region[frames][:, :, None]
         C = self.channels
@@ -433,6 +545,175 @@ class PhotometricCue:
         return CueResult(loss, frac)
 
 
+class GroundCue:
+    """Ground-plane cue: flat-ground pixels have the metric depth of the ego ground plane.
+
+    For each target frame, pixels whose class is flat ground (with the class's surface height, see
+    ``CalibrationConfig.ground_classes``) and whose ray meets that plane within ``ground_max_depth_m`` give
+    an observation (d~, rho): the normalised relative value and the plane's inverse depth. Label boundaries
+    are eroded by ``ground_erode_px``; at most ``ground_max_pixels`` observations per frame are kept (evenly
+    subsampled, deterministic).
+
+    :meth:`fit` fits (s, r) per frame alone, robustly (:func:`occlabel.geometry.ground.robust_linear_fit` on
+    relative inverse-depth residuals: L1 start, then Tukey); :meth:`evaluate` scores hypotheses by a capped
+    quadratic of the relative residuals over the fit's inliers (the term added to the photometric
+    objective); :meth:`depth_ratio` compares two hypotheses on the ground pixels.
+
+    Attributes:
+        dnorm: ``[F x n]`` float32 normalised relative values d~ of the observations (0 in padding).
+        inv_depth: ``[F x n]`` float32 inverse plane depth (1/metres; 1 in padding).
+        present: ``[F x n]`` bool, real observations.
+        count: ``[F]`` numpy int, ground pixels of each frame before subsampling.
+        params: ``[F x 2]`` float64 numpy ground-alone (s, r) (NaN until :meth:`fit`, or where none).
+        ok: ``[F]`` numpy bool, the ground fit is usable (enough pixels, inliers, inside the bounds).
+        inlier_frac: ``[F]`` numpy, fraction of the observations within ``ground_inlier_tol`` of the fit.
+        residual: ``[F]`` numpy, robust scale of the fit's relative residuals.
+        inliers: ``[F x n]`` bool, observations within ``ground_inlier_tol`` of the fit.
+    """
+
+    def __init__(
+        self,
+        dnorm: torch.Tensor,
+        labels: torch.Tensor,
+        K: torch.Tensor,
+        T_ego_from_cam: torch.Tensor,
+        heights: torch.Tensor,
+        cfg: CalibrationConfig,
+        space: str,
+    ):
+        """
+        Args:
+            dnorm: ``[F x h x w]`` normalised relative values of the target frames (NaN = none).
+            labels: ``[F x h x w]`` uint8 2D semantics.
+            K: ``[F x 3 x 3]`` intrinsics at that resolution.
+            T_ego_from_cam: ``[F x 4 x 4]`` camera (OpenCV) to ego (z up) of each target frame.
+            heights: ``[256]`` float32 surface height above the road per label (NaN: not ground).
+        """
+        self.cfg, self.space = cfg, space
+        Fn, h, w = dnorm.shape
+        dev = dnorm.device
+        z_surface = heights.to(dev)[labels.long()] + cfg.ground_height_m  # F h w, NaN off the ground
+        ground = torch.isfinite(z_surface)
+        r = int(cfg.ground_erode_px)
+        if r > 0:  # same label all around: no boundary pixels (labels bleed, disparity is blurred there)
+            lab = labels.float()[:, None]
+            hi = F.max_pool2d(lab, 2 * r + 1, 1, r)
+            lo = -F.max_pool2d(-lab, 2 * r + 1, 1, r)
+            ground &= (hi == lo)[:, 0]
+        depth, hit = plane_depth(K, T_ego_from_cam, h, w, z_surface, cfg.ground_max_depth_m)
+        m = ground & hit & torch.isfinite(dnorm)
+        self.count = m.sum((-2, -1)).cpu().numpy()
+        n = int(max(1, min(cfg.ground_max_pixels, self.count.max(initial=0))))
+        self.dnorm = torch.zeros(Fn, n, device=dev)
+        self.inv_depth = torch.ones(Fn, n, device=dev)
+        self.present = torch.zeros(Fn, n, dtype=torch.bool, device=dev)
+        flat_d, flat_z = dnorm.reshape(Fn, -1), depth.reshape(Fn, -1)
+        for i in range(Fn):
+            idx = torch.nonzero(m[i].reshape(-1))[:, 0]
+            if idx.numel() > n:  # evenly spaced over the (row-major) ground pixels
+                idx = idx[torch.linspace(0, idx.numel() - 1, n, device=dev).round().long()]
+            k = idx.numel()
+            self.dnorm[i, :k] = flat_d[i, idx].float()
+            self.inv_depth[i, :k] = 1.0 / flat_z[i, idx].float()
+            self.present[i, :k] = True
+        self.params = np.full((Fn, 2), np.nan)
+        self.ok = np.zeros(Fn, bool)
+        self.inlier_frac = np.zeros(Fn, np.float32)
+        self.residual = np.full(Fn, np.nan, np.float32)
+        self.inliers = torch.zeros_like(self.present)
+
+    @property
+    def num_frames(self) -> int:
+        return self.dnorm.shape[0]
+
+    def fit(self, s_bounds: tuple[float, float], r_bounds: tuple[float, float], min_pixels: float) -> None:
+        """Fit (s, r) of every frame to its ground pixels alone; sets params, ok, inlier_frac, residual.
+
+        Disparity space: rho = alpha d~ + beta with alpha = exp(s) (1 - r), beta = exp(s) r, fitted on the
+        relative residual ``rho_hat / rho - 1`` (design [d~/rho, 1/rho], target 1). Depth space: z = c0 +
+        c1 d~ with c0 = exp(-s), c1 = exp(-s) (1/r - 1), on ``z_hat / z - 1`` (design [rho, d~ rho]).
+        A fit is usable with at least ``min_pixels`` ground pixels, an inlier fraction of at least
+        ``ground_min_inliers`` and (s, r) inside the bounds.
+        """
+        cfg = self.cfg
+        rho, d = self.inv_depth.double(), self.dnorm.double()
+        if self.space == "disparity":
+            A = torch.stack([d / rho, 1 / rho], -1)
+        else:
+            A = torch.stack([rho, d * rho], -1)
+        fit = robust_linear_fit(A, torch.ones_like(rho), self.present.double())
+        c = fit.coef.cpu().numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.space == "disparity":
+                near = c[:, 0] + c[:, 1]  # exp(s)
+                ok = (c[:, 0] > 0) & (near > 0)
+                s = np.log(np.where(ok, near, 1.0))
+                r = c[:, 1] / np.where(ok, near, 1.0)
+            else:
+                ok = (c[:, 0] > 0) & (c[:, 0] + c[:, 1] > 0)
+                s = -np.log(np.where(ok, c[:, 0], 1.0))
+                r = c[:, 0] / np.where(ok, c[:, 0] + c[:, 1], 1.0)
+        params = np.stack([s, r], 1)
+        res = fit.residual
+        self.inliers = self.present & (res.abs() <= cfg.ground_inlier_tol)
+        npres = self.present.sum(1).clamp(min=1)
+        self.inlier_frac = (self.inliers.sum(1).double() / npres).cpu().numpy().astype(np.float32)
+        self.residual = fit.scale.cpu().numpy().astype(np.float32)
+        ok &= np.all(np.isfinite(params), 1) & (self.count >= max(16, min_pixels))
+        ok &= self.inlier_frac >= cfg.ground_min_inliers
+        ok &= (params[:, 0] >= s_bounds[0]) & (params[:, 0] <= s_bounds[1])
+        ok &= (params[:, 1] >= r_bounds[0]) & (params[:, 1] <= r_bounds[1])
+        self.ok = ok
+        self.params = np.where(ok[:, None], params, np.nan)
+        self.inlier_frac = np.where(self.count > 0, self.inlier_frac, 0).astype(np.float32)
+
+    def _rel(self, params: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """``[F' x N x n]`` relative residuals rho_hat / rho - 1 of hypotheses ``[F' x N x 2]``."""
+        rho_hat = inverse_depth(params, self.dnorm[frames][:, None], self.space)[:, :, 0]  # F' N n
+        return rho_hat / self.inv_depth[frames][:, None] - 1
+
+    def evaluate(self, params: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """``[F' x N]`` ground cost of hypotheses ``[F' x N x 2]``: mean over the inliers of the fit of
+        ``min((e / ground_sigma)^2, 9)``, e the relative residual; 0 for frames without a usable fit."""
+        if frames is None:
+            frames = torch.arange(self.num_frames, device=params.device)
+        ok = torch.as_tensor(self.ok, device=params.device)[frames]
+        w = (self.inliers[frames] & ok[:, None]).to(params.dtype)[:, None]  # F' 1 n
+        N, n = params.shape[1], self.dnorm.shape[1]
+        step = max(1, (1 << 24) // max(1, frames.numel() * n))  # hypotheses per chunk: bounded memory
+        out = []
+        for j in range(0, N, step):
+            e = self._rel(params[:, j : j + step], frames) / self.cfg.ground_sigma
+            out.append(((e * e).clamp(max=9.0) * w).sum(-1) / w.sum(-1).clamp(min=1))
+        return torch.cat(out, 1)
+
+    def depth_ratio(self, params: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+        """``[F]`` median over each frame's ground inliers of depth(params) / depth(reference) (default
+        reference: the ground fit); NaN where either is missing or the frame has no usable ground fit."""
+        ref = self.params if reference is None else reference
+        p = torch.as_tensor(np.nan_to_num(params), dtype=torch.float32, device=self.dnorm.device)
+        q = torch.as_tensor(np.nan_to_num(ref), dtype=torch.float32, device=self.dnorm.device)
+        rho_p = inverse_depth(p[:, None], self.dnorm[:, None], self.space)[:, 0, 0]  # F n
+        rho_q = inverse_depth(q[:, None], self.dnorm[:, None], self.space)[:, 0, 0]
+        ok = self.inliers & (rho_p > 0) & (rho_q > 0)
+        ratio = torch.where(ok, rho_q / rho_p.clamp(min=1e-12), torch.full_like(rho_p, float("nan")))
+        out = torch.nanmedian(ratio, dim=1).values.cpu().numpy().astype(np.float64)
+        bad = ~self.ok | ~np.all(np.isfinite(params), 1) | ~np.all(np.isfinite(ref), 1)
+        out[bad] = np.nan
+        return out
+
+    def subset(self, idx: torch.Tensor) -> GroundCue:
+        """The cue restricted to target frames ``idx`` ``[F']`` (shares the tensors' storage)."""
+        i = idx.cpu().numpy()
+        out = object.__new__(GroundCue)
+        out.cfg, out.space = self.cfg, self.space
+        out.dnorm, out.inv_depth, out.present = self.dnorm[idx], self.inv_depth[idx], self.present[idx]
+        out.inliers = self.inliers[idx]
+        out.count, out.params, out.ok = self.count[i], self.params[i], self.ok[i]
+        out.inlier_frac, out.residual = self.inlier_frac[i], self.residual[i]
+        return out
+
+
 # --------------------------------------------------------------------------------------------------
 # Fitting
 # --------------------------------------------------------------------------------------------------
@@ -449,6 +730,8 @@ class FitResult:
     scene_params: np.ndarray  # [2] the scene-level coarse (s, r)
     coarse_params: np.ndarray  # [F x 2] the per-frame coarse picks
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
+    #: [F] photometric loss at the ground cue's estimate, same level and masks as ``loss`` (NaN: none)
+    loss_at_ground: np.ndarray | None = None
 
 
 def hypothesis_grid(cfg: CalibrationConfig, space: str, device=None) -> torch.Tensor:
@@ -475,14 +758,66 @@ def _prior(params: torch.Tensor, centre: torch.Tensor, sigma: tuple[float, float
     return (((params - centre) / sig) ** 2).sum(-1)
 
 
+class _Penalty:
+    """The terms added to the photometric loss, in units of each frame's loss scale: the weak prior toward
+    the scene value, ``ground_weight`` x the ground cost (:meth:`GroundCue.evaluate`) with a ground cue, and
+    ``sky_weight`` x the sky cost (:func:`sky_cost`) for frames with sky, in disparity space.
+    """
+
+    def __init__(
+        self,
+        scene: torch.Tensor,
+        cfg: CalibrationConfig,
+        ground: GroundCue | None,
+        sky: torch.Tensor | None = None,
+        space: str = "disparity",
+    ):
+        self.scene, self.cfg, self.ground = scene, cfg, ground
+        use_sky = cfg.sky and cfg.sky_weight > 0 and space == "disparity" and sky is not None
+        self.sky = sky if use_sky and bool(torch.isfinite(sky).any()) else None
+        self.loss_scale: torch.Tensor | None = None  # [F], set after the coarse search
+
+    def __call__(self, params: torch.Tensor, frames: torch.Tensor | None = None, scale=None) -> torch.Tensor:
+        """``[F' x N]`` penalty of hypotheses ``[F' x N x 2]`` of frames ``frames`` (default: all)."""
+        if frames is None:
+            frames = torch.arange(params.shape[0], device=params.device)
+        scale = self.loss_scale[frames] if scale is None else scale
+        out = self.cfg.prior_weight * _prior(params, self.scene, self.cfg.prior_sigma)
+        if self.ground is not None and self.cfg.ground_weight > 0:
+            out = out + self.cfg.ground_weight * self.ground.evaluate(params, frames)
+        if self.sky is not None:
+            out = out + self.cfg.sky_weight * sky_cost(params, self.sky[frames], self.cfg.sky_sigma)
+        return scale[:, None] * out
+
+
+def sky_cost(params: torch.Tensor, sky: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``[F x N]`` sky cost of hypotheses ``[F x N x 2]`` (disparity space): Huber(q / sigma) with the kink
+    at 3 (u^2 below, 6|u| - 9 above: outliers pull linearly), where q = rho(d_sky) / exp(s) =
+    (1 - r) d~_sky + r is the inverse depth the hypothesis gives the sky relative to the near reference's
+    (0 for a sky at infinity); 0 where ``sky`` ``[F]`` is NaN."""
+    ok = torch.isfinite(sky)
+    d = torch.where(ok, sky, torch.zeros_like(sky))[:, None]
+    u = ((1 - params[..., 1]) * d + params[..., 1]).abs() / sigma
+    cost = torch.where(u <= 3, u * u, 6 * u - 9)
+    return torch.where(ok[:, None], cost, torch.zeros_like(cost))
+
+
 def fit_camera(
-    cam: CameraFrames, cfg: CalibrationConfig, space: str, fit: np.ndarray, max_chunk_elems: int
+    cam: CameraFrames,
+    cfg: CalibrationConfig,
+    space: str,
+    fit: np.ndarray,
+    max_chunk_elems: int,
+    ground: GroundCue | None = None,
 ) -> FitResult:
     """Fit (s, r) for the target frames of one camera.
 
     Args:
         cam: the camera's frames (:class:`CameraFrames`).
         fit: ``[F]`` bool, frames to fit (others get NaN params and are left to the caller's fallback).
+        ground: the fitted ground cue of the same target frames, or None. Where its fit is usable it adds a
+            start (the coarse search also looks around the ground estimate), a term to the objective
+            (``ground_weight``) and ``loss_at_ground`` for the cross-check.
     Returns:
         :class:`FitResult`; flags carry ``low_valid`` and ``not_converged`` (the caller adds stationary and
         fallback).
@@ -494,10 +829,13 @@ def fit_camera(
     frac_out = np.zeros(Fn, np.float32)
     flags = np.zeros(Fn, np.uint8)
     coarse_out = np.full((Fn, 2), np.nan)
+    at_ground = np.full(Fn, np.nan, np.float32)
     idx = torch.as_tensor(np.flatnonzero(fit), device=dev, dtype=torch.long)
     if idx.numel() == 0:
-        return FitResult(out_params, loss_out, frac_out, flags, np.full(2, np.nan), coarse_out)
+        return FitResult(out_params, loss_out, frac_out, flags, np.full(2, np.nan), coarse_out, {}, at_ground)
     sub = _subset(cam, idx)
+    gsub = ground.subset(idx) if ground is not None and bool(ground.ok[fit].any()) else None
+    g_ok = torch.as_tensor(gsub.ok, device=dev) if gsub is not None else None
     (s_lo, s_hi), (r_lo, r_hi) = _bounds(cfg, space)
 
     timings: dict[str, float] = {}
@@ -507,29 +845,35 @@ def fit_camera(
         cue = PhotometricCue(sub, cfg.coarse_width, cfg, space, max_chunk_elems, grey=True)
         grid = hypothesis_grid(cfg, space, dev)  # N 2
         n = idx.numel()
+        # the full (s, r) grid on every frame (a line over s at one r misses basins at other r)
+        cost = cue.evaluate(grid[None].expand(n, -1, -1).contiguous()).loss  # F N
         pick = torch.linspace(0, n - 1, min(n, cfg.scene_frames), device=dev).round().long().unique()
-        cost = cue.evaluate(grid[None].expand(pick.numel(), -1, -1).contiguous(), pick).loss
-        norm = cost / cost.amin(1, keepdim=True).clamp(min=1e-9)
+        norm = cost[pick] / cost[pick].amin(1, keepdim=True).clamp(min=1e-9)
         scene = grid[norm.mean(0).argmin()]
-        # per frame: s over the full range at the scene's r, then (s, r) around the best s
+        penalty = _Penalty(scene, cfg, gsub, sub.sky, space)
+        hyp1 = grid[None].expand(n, -1, -1)
+        c1 = cost + penalty(hyp1, scale=cost.amin(1))
+        best1 = hyp1[torch.arange(n, device=dev), c1.argmin(1)]  # F 2
         s_line = grid[:: len(_r_grid(cfg, space)), 0]
-        hyp1 = torch.stack([s_line, torch.full_like(s_line, float(scene[1]))], -1)
-        c1 = cue.evaluate(hyp1[None].expand(n, -1, -1).contiguous()).loss
-        c1 = c1 + cfg.prior_weight * c1.amin(1, keepdim=True) * _prior(hyp1[None], scene, cfg.prior_sigma)
-        s_best = hyp1[c1.argmin(1), 0]  # F
         step = float(s_line[1] - s_line[0]) if s_line.numel() > 1 else 0.1
         ds = torch.arange(-3, 4, device=dev, dtype=torch.float32) * step / 2
         rr = torch.tensor(_r_grid(cfg, space), device=dev, dtype=torch.float32)
         local = torch.stack(torch.meshgrid(ds, rr, indexing="ij"), -1).reshape(-1, 2)  # M 2
-        hyp2 = local[None].repeat(n, 1, 1)
-        hyp2[..., 0] += s_best[:, None]
-        cue.freeze_region(
-            torch.stack([s_best, torch.full_like(s_best, float(scene[1]))], -1), cfg.region_margin_px
-        )
-        c2 = cue.evaluate(hyp2).loss
+        start = best1
+        hyp2, c2 = _local_search(cue, local, start, cfg)
         loss_scale = c2.amin(1).clamp(min=1e-6)  # F
-        c2 = c2 + cfg.prior_weight * loss_scale[:, None] * _prior(hyp2, scene, cfg.prior_sigma)
+        penalty.loss_scale = loss_scale
+        c2 = c2 + penalty(hyp2)
         params0 = hyp2[torch.arange(n, device=dev), c2.argmin(1)].clone()  # F 2
+        best0 = c2.amin(1)
+        if gsub is not None:  # the same local search around the ground estimate; keep the better start
+            g_params = torch.as_tensor(np.nan_to_num(gsub.params), dtype=torch.float32, device=dev)
+            g_start = torch.where(g_ok[:, None], g_params, start)
+            rows = torch.nonzero(g_ok)[:, 0]
+            hyp3, c3 = _local_search(cue, local, g_start[rows], cfg, rows)
+            c3 = c3 + penalty(hyp3, rows)
+            better = c3.amin(1) < best0[rows]
+            params0[rows[better]] = hyp3[torch.arange(rows.numel(), device=dev), c3.argmin(1)][better]
     coarse_out[fit] = params0.cpu().numpy()
     timings["coarse"] = time.perf_counter() - tic
 
@@ -543,20 +887,24 @@ def fit_camera(
         cue.freeze_region(params, cfg.region_margin_px * width / cfg.coarse_width)
         iters = cfg.iters[min(lvl, len(cfg.iters) - 1)]
         lr = cfg.lr[min(lvl, len(cfg.lr) - 1)]
-        params, best_loss, best_frac = _adam(
-            cue, params, scene, loss_scale, cfg, iters, lr, (s_lo, s_hi), (r_lo, r_hi)
-        )
+        params, best_loss, best_frac = _adam(cue, params, penalty, iters, lr, (s_lo, s_hi), (r_lo, r_hi))
         timings[f"refine_{width}"] = time.perf_counter() - tic - sum(timings.values())
     tic2 = time.perf_counter()
     # 3. polish by pattern search at the last level; frames that keep moving are not converged
     with torch.no_grad():
-        params, best_loss, best_frac, moving = _polish(
-            cue, params, best_loss, best_frac, scene, loss_scale, cfg
-        )
-        # final photometric loss, without the prior
-        final = (
-            best_loss - cfg.prior_weight * loss_scale * _prior(params[:, None], scene, cfg.prior_sigma)[:, 0]
-        )
+        params, best_loss, best_frac, moving = _polish(cue, params, best_loss, best_frac, penalty, cfg)
+        final = best_loss - penalty(params[:, None])[:, 0]  # the photometric loss alone
+        if gsub is not None:  # the photometric verdict on the ground estimate, region frozen at each
+            rows = torch.nonzero(g_ok)[:, 0]
+            margin = cfg.region_margin_px * widths[-1] / cfg.coarse_width
+            cue.freeze_region(params, margin)
+            own = cue.evaluate(params[rows][:, None], rows).loss[:, 0]
+            cue.freeze_region(torch.where(g_ok[:, None], g_params, params), margin)
+            other = cue.evaluate(g_params[rows][:, None], rows).loss[:, 0]
+            ratio = (other / own.clamp(min=1e-9)).cpu().numpy()
+            sub_at = np.full(n, np.nan, np.float32)
+            sub_at[rows.cpu().numpy()] = final[rows].cpu().numpy() * ratio
+            at_ground[fit] = sub_at
     p = params.cpu().numpy().astype(np.float64)
     out_params[fit] = p
     loss_out[fit] = final.cpu().numpy()
@@ -570,11 +918,33 @@ def fit_camera(
     timings["polish"] = time.perf_counter() - tic2
     log.debug("fit_camera: %d frames, seconds %s", idx.numel(), {k: round(v, 2) for k, v in timings.items()})
     return FitResult(
-        out_params, loss_out, frac_out, flags, scene.cpu().numpy().astype(np.float64), coarse_out, timings
+        out_params,
+        loss_out,
+        frac_out,
+        flags,
+        scene.cpu().numpy().astype(np.float64),
+        coarse_out,
+        timings,
+        at_ground,
     )
 
 
-def _adam(cue, params0, scene, loss_scale, cfg, iters, lr, s_bounds, r_bounds, betas=(0.9, 0.999), eps=1e-8):
+def _local_search(cue: PhotometricCue, local: torch.Tensor, start: torch.Tensor, cfg, frames=None):
+    """Photometric cost of the grid ``local`` ``[M x 2]`` (offsets in s, absolute r) around each frame's
+    ``start`` ``[F' x 2]`` s, with the region frozen at the start. Returns (hypotheses ``[F' x M x 2]``,
+    cost ``[F' x M]``)."""
+    hyp = local[None].repeat(start.shape[0], 1, 1)
+    hyp[..., 0] += start[:, None, 0]
+    if frames is None:
+        cue.freeze_region(start, cfg.region_margin_px)
+    else:
+        full = torch.zeros(cue.num_frames, 2, device=start.device, dtype=start.dtype)
+        full[frames] = start
+        cue.freeze_region(full, cfg.region_margin_px)
+    return hyp, cue.evaluate(hyp, frames).loss
+
+
+def _adam(cue, params0, penalty, iters, lr, s_bounds, r_bounds, betas=(0.9, 0.999), eps=1e-8):
     """Batched Adam on per-frame (s, r) ``[F x 2]`` with a cosine-decayed step; returns the best iterate.
 
     Frames are independent (the objective is a sum of per-frame terms and Adam is per coordinate), so this
@@ -596,7 +966,7 @@ def _adam(cue, params0, scene, loss_scale, cfg, iters, lr, s_bounds, r_bounds, b
             frames = torch.arange(i, min(i + chunk, params.shape[0]), device=params.device)
             p = params[frames].clone().requires_grad_(it < iters)
             with torch.set_grad_enabled(it < iters):
-                res = _objective(cue, p, frames, scene, loss_scale[frames], cfg)
+                res = _objective(cue, p, frames, penalty)
             if it < iters:
                 grads.append(torch.autograd.grad(res.loss.sum(), p)[0])
             losses.append(res.loss.detach())
@@ -621,28 +991,31 @@ def _adam(cue, params0, scene, loss_scale, cfg, iters, lr, s_bounds, r_bounds, b
 
 
 def _objective(
-    cue: PhotometricCue, params: torch.Tensor, frames: torch.Tensor, scene, loss_scale, cfg: CalibrationConfig
+    cue: PhotometricCue, params: torch.Tensor, frames: torch.Tensor, penalty: _Penalty
 ) -> CueResult:
-    """Per-frame photometric loss + weak prior toward the scene value, ``[F']`` for params ``[F' x 2]``."""
+    """Per-frame photometric loss + penalty (prior, ground term), ``[F']`` for params ``[F' x 2]``."""
     res = cue.evaluate(params[:, None], frames)
-    prior = _prior(params[:, None], scene, cfg.prior_sigma)
-    return CueResult(res.loss[:, 0] + cfg.prior_weight * loss_scale * prior[:, 0], res.valid_frac[:, 0])
+    return CueResult(res.loss[:, 0] + penalty(params[:, None], frames)[:, 0], res.valid_frac[:, 0])
 
 
-def _polish(cue, params, loss, frac, scene, loss_scale, cfg: CalibrationConfig):
-    """Pattern search around ``params`` ``[F x 2]``: up to ``polish_rounds`` moves to a better neighbour.
+def _polish(cue, params, loss, frac, penalty: _Penalty, cfg: CalibrationConfig):
+    """Pattern search around ``params`` ``[F x 2]``: up to ``polish_rounds`` moves to the best of the 8
+    neighbours on the (``polish_steps``) lattice, if better.
 
     Only the frames that moved in the previous round are evaluated again. Returns (params, objective,
     valid_frac, moving): ``moving`` ``[F]`` marks frames still improving after the last round.
     """
     ds, dr = cfg.polish_steps
-    offsets = params.new_tensor([[ds, 0.0], [-ds, 0.0], [0.0, dr], [0.0, -dr]])
+    # the 8 neighbours: diagonal moves follow the valley where s and r trade off (scale vs shift)
+    offsets = params.new_tensor(
+        [[ds, 0.0], [-ds, 0.0], [0.0, dr], [0.0, -dr], [ds, dr], [-ds, -dr], [ds, -dr], [-ds, dr]]
+    )
     active = torch.arange(params.shape[0], device=params.device)
     moving = torch.zeros(params.shape[0], dtype=torch.bool, device=params.device)
     for _ in range(cfg.polish_rounds):
-        cand = params[active][:, None] + offsets[None]  # A 4 2
+        cand = params[active][:, None] + offsets[None]  # A 8 2
         res = cue.evaluate(cand, active)
-        obj = res.loss + cfg.prior_weight * loss_scale[active][:, None] * _prior(cand, scene, cfg.prior_sigma)
+        obj = res.loss + penalty(cand, active)
         j = obj.argmin(1)
         rows = torch.arange(active.numel(), device=params.device)
         better = obj[rows, j] < loss[active] - 1e-7
@@ -671,12 +1044,23 @@ def _subset(cam: CameraFrames, idx: torch.Tensor) -> CameraFrames:
         source_ok=cam.source_ok[idx],
         baseline_m=cam.baseline_m[i],
         reference=Reference(cam.reference.d_lo[i], cam.reference.d_hi[i], cam.reference.space),
+        solid=cam.solid[idx] if cam.solid is not None else None,
+        movable_ok=cam.movable_ok[idx] if cam.movable_ok is not None else None,
+        sky=cam.sky[idx] if cam.sky is not None else None,
     )
 
 
 # --------------------------------------------------------------------------------------------------
 # Stage entry point
 # --------------------------------------------------------------------------------------------------
+
+
+#: per-frame ``calibration/cue`` codes (the store's CALIBRATION_CUES): which cue decided the frame's values.
+#: none 0: no value (scale, shift NaN); photometric 1: photometric fit with temporal sources (plus overlap
+#: sources and the ground term where enabled); overlap 2: photometric fit from the overlapping cameras alone
+#: (no temporal parallax); ground 3: the ground-plane fit alone; prior 4: the scene prior (median of the
+#: camera's, or the scene's, decided frames).
+CUES = CALIBRATION_CUES
 
 
 def run(
@@ -697,7 +1081,7 @@ def run(
         scenes: scene names (default: all in the cache).
         device: "auto", "cpu", "cuda" or "cuda:N".
         depth_key, semantics_key: stored results to use (default: the cache's defaults; semantics are
-            optional: without them no sky or moving-object masks are applied).
+            optional: without them no sky or moving-object masks are applied and there is no ground cue).
         neighbours: frame offsets used as sources (those that exist are used at sequence ends); each is
             strided up to ``max_stride`` times to reach ``target_baseline_m`` (see :func:`choose_sources`).
         progress: show a progress bar.
@@ -710,6 +1094,8 @@ def run(
     cfg = CalibrationConfig(**options)
     if cfg.exposure not in ("gain", "none"):
         raise OccLabelError(f"calibrate-depth: exposure must be 'gain' or 'none', got {cfg.exposure!r}")
+    if not (cfg.photometric or cfg.overlap or cfg.ground):
+        raise OccLabelError("calibrate-depth: every cue is switched off (photometric, overlap, ground)")
     neighbours = tuple(int(n) for n in neighbours if int(n) != 0)
     if not neighbours:
         raise OccLabelError("calibrate-depth: neighbours must contain a non-zero frame offset")
@@ -725,15 +1111,33 @@ def run(
     dataset = cache.open_dataset()
     names = scenes or cache.scenes()
     t0 = time.perf_counter()
-    stats: dict[str, Any] = {"frames": 0, **{k: 0 for k in FLAGS}, "baselines": []}
+    stats: dict[str, Any] = {
+        "frames": 0,
+        **{k: 0 for k in FLAGS},
+        "baselines": [],
+        "cues": dict.fromkeys(CUES, 0),
+    }
+    overlaps: dict[str, dict[str, list[str]]] = {}
     jobs = [(s, c) for s in names for c in cache.cameras(s)]
     bar = progress_bar(total=len(jobs), desc="calibrate-depth", enabled=progress, unit="cam")
     for sname in names:
         scene = dataset.scene(sname)
+        rig = overlapping_cameras(cache, scene, cfg) if cfg.overlap else {}
+        overlaps[sname] = rig
         results: dict[str, dict[str, Any]] = {}
         for cam in cache.cameras(sname):
             results[cam] = _calibrate_camera(
-                cache, scene, cam, depth_key, semantics_key, neighbours, cfg, dev, max_elems, overwrite
+                cache,
+                scene,
+                cam,
+                depth_key,
+                semantics_key,
+                neighbours,
+                cfg,
+                dev,
+                max_elems,
+                overwrite,
+                rig.get(cam, []),
             )
             bar.update(1)
         _fallback_and_write(cache, sname, results, depth_key, cfg, stats)
@@ -751,19 +1155,97 @@ def run(
             "device": str(dev),
             "overwrite": overwrite,
             "options": cfg.to_dict(),
+            "overlapping_cameras": overlaps,
             "frames_calibrated": stats["frames"],
             "median_source_baseline_m": float(np.median(stats["baselines"])) if stats["baselines"] else None,
             "flag_counts": {k: stats[k] for k in FLAGS},
+            "cue_counts": stats["cues"],
             "seconds": elapsed,
         },
     )
     log.info(
-        "calibrate-depth: %d frames in %.1f s, flags %s",
+        "calibrate-depth: %d frames in %.1f s, flags %s, cues %s",
         stats["frames"],
         elapsed,
         {k: stats[k] for k in FLAGS},
+        stats["cues"],
     )
     return Path(cache_path)
+
+
+def overlapping_cameras(cache: Cache, scene, cfg: CalibrationConfig) -> dict[str, list[str]]:
+    """Per camera, the other cameras of the rig whose view overlaps it (largest overlap first).
+
+    A camera B overlaps A when, for points at 5 m, 20 m and infinity in front of A, on average at least
+    ``overlap_min_frac`` of A's pixels land inside B's image, and the two centres are at least
+    ``min_baseline_m`` apart (a baseline gives parallax). Judged on the first frame with both images, from
+    the extrinsics ``T_ego_from_cam`` and the working-resolution intrinsics; at most
+    ``overlap_max_cameras`` per camera.
+    """
+    cams = cache.cameras(scene.name)
+    geo = {c: cache.geometry(scene.name, c) for c in cams}
+    meta = {c: cache.camera_meta(scene.name, c) for c in cams}
+    out: dict[str, list[str]] = {}
+    for a in cams:
+        found = []
+        for b in cams:
+            if b == a:
+                continue
+            both = np.flatnonzero(geo[a]["present"].astype(bool) & geo[b]["present"].astype(bool))
+            if not len(both):
+                continue
+            t = int(both[0])
+            imgs = scene.frames[t].images
+            frac, base = view_overlap(
+                torch.from_numpy(geo[a]["K"][t]),
+                torch.from_numpy(geo[b]["K"][t]),
+                torch.from_numpy(imgs[a].T_ego_from_cam),
+                torch.from_numpy(imgs[b].T_ego_from_cam),
+                (meta[a]["height"], meta[a]["width"]),
+                (meta[b]["height"], meta[b]["width"]),
+            )
+            f = float(frac.mean())
+            if f >= cfg.overlap_min_frac and base >= cfg.min_baseline_m:
+                found.append((f, b))
+        out[a] = [b for _, b in sorted(found, reverse=True)[: max(0, cfg.overlap_max_cameras)]]
+    return out
+
+
+def ground_heights(vocab_name: str | None, cfg: CalibrationConfig) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Surface height above the road per 2D label, and the movable class ids, for a vocabulary.
+
+    Args:
+        vocab_name: the semantics' vocabulary (its provenance's ``vocab``: a built-in name or a YAML path);
+            None, or one that cannot be loaded, means the Occ3D ids of occlabel.conventions.
+    Returns:
+        heights <np.float32: 256> (NaN for labels that are not flat ground; see
+        ``CalibrationConfig.ground_classes``) and the ids of the vocabulary's movable classes.
+    """
+    names, moving = dict(zip(OCC3D_NAMES, range(len(OCC3D_NAMES)), strict=True)), OCC3D_MOVING
+    if vocab_name:
+        try:
+            vocab = load_vocabulary(vocab_name)
+            names = {c.name: c.id for c in vocab.classes}
+            moving = vocab.moving_ids()
+        except OccLabelError as e:
+            log.warning(
+                "calibrate-depth: vocabulary %r not loadable (%s); using the Occ3D ids", vocab_name, e
+            )
+    heights = np.full(256, np.nan, np.float32)
+    for name, h in cfg.ground_classes:
+        if name in names:
+            heights[names[name]] = float(h)
+    return heights, tuple(moving)
+
+
+def _vocabulary_name(cache: Cache, sname: str, cam: str, semantics_key: str) -> str | None:
+    """The vocabulary recorded in the semantics' provenance (``model.vocab``), or None."""
+    path = f"{sname}/{cam}/semantics/{semantics_key}"
+    if path not in cache.root:
+        return None
+    model = read_meta(cache.root[path]).get("model") or {}
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    return str(vocab) if vocab else None
 
 
 def choose_sources(
@@ -814,10 +1296,28 @@ def choose_sources(
     return sources, exists, baseline
 
 
+def _load_image(path, size: tuple[int, int], dev) -> torch.Tensor:
+    """``[3 x h x w]`` float32 RGB in [0, 1] of an image file, resized (antialiased) to ``size`` (h, w)."""
+    img = load_image(path)
+    x = torch.from_numpy(img).to(dev).permute(2, 0, 1)[None].float() / 255.0
+    if x.shape[-2:] != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x[0].clamp(0, 1)
+
+
+def _image_time(frame, cam: str) -> float:
+    ts = frame.images[cam].timestamp
+    return float(frame.timestamp if ts is None else ts)
+
+
 def _calibrate_camera(
-    cache: Cache, scene, cam, depth_key, semantics_key, neighbours, cfg, dev, max_elems, overwrite
+    cache: Cache, scene, cam, depth_key, semantics_key, neighbours, cfg, dev, max_elems, overwrite, others=()
 ):
-    """Fit the frames of one camera that need it; returns what :func:`_fallback_and_write` merges."""
+    """Fit the frames of one camera that need it; returns what :func:`_fallback_and_write` merges.
+
+    ``others``: overlapping cameras of the rig (:func:`overlapping_cameras`), used as sources at the same
+    frame when ``cfg.overlap``.
+    """
     sname = scene.name
     T = len(scene.frames)
     space = cache.depth_attrs(sname, cam, depth_key).get("space", "disparity")
@@ -838,66 +1338,149 @@ def _calibrate_camera(
     values_all = cache.read_depth(sname, cam, depth_key)  # T h w
     h, w = values_all.shape[-2:]
     labels_all = None
+    heights, moving_ids = ground_heights(None, cfg)
     if semantics_key is not None:
         try:
             labels_all = cache.read_semantics(sname, cam, semantics_key)[0]
+            heights, moving_ids = ground_heights(_vocabulary_name(cache, sname, cam, semantics_key), cfg)
         except StoreError:
             labels_all = None
 
     targets = np.flatnonzero(todo)
+    Fn = len(targets)
     T_wc = geo["T_world_from_cam"]
     sources, exists, baseline = choose_sources(
         T_wc[:, :3, 3], present, targets, neighbours, cfg.target_baseline_m, cfg.max_stride
     )
     moving_ok = exists & (baseline >= cfg.min_baseline_m)
+    temporal_ok = moving_ok & cfg.photometric
 
-    # images of targets and sources at the working resolution, on the device
-    need = np.union1d(targets, sources[exists])
-    images = torch.zeros(T, 3, h, w, dtype=torch.float32, device=dev)
+    # the pool of source images: this camera's frames, then each overlapping camera's frames
+    others = list(others) if cfg.overlap else []
+    P = T + len(others) * Fn  # this camera's frames, then each other camera's image of each target
+    images = torch.zeros(P, 3, h, w, dtype=torch.float32, device=dev)
+    K_pool = np.tile(np.eye(3), (P, 1, 1))
+    T_pool = np.tile(np.eye(4), (P, 1, 1))
+    K_pool[:T], T_pool[:T] = geo["K"], T_wc
+    need = np.union1d(targets, sources[temporal_ok]) if cfg.photometric else targets
     for t in need:
-        img = load_image(scene.frames[t].images[cam].path)
-        x = torch.from_numpy(img).to(dev).permute(2, 0, 1)[None].float() / 255.0
-        if x.shape[-2:] != (h, w):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        images[t] = x[0].clamp(0, 1)
+        images[t] = _load_image(scene.frames[t].images[cam].path, (h, w), dev)
+    o_src = np.zeros((Fn, len(others)), np.int64)
+    o_ok = np.zeros((Fn, len(others)), bool)
+    o_base = np.full((Fn, len(others)), np.nan)
+    o_sync = np.zeros((Fn, len(others)), bool)
+    for j, other in enumerate(others):
+        g2 = cache.geometry(sname, other)
+        m2 = cache.camera_meta(sname, other)
+        sx, sy = w / m2["width"], h / m2["height"]
+        for i, t in enumerate(targets):
+            if not g2["present"][t]:
+                continue
+            k = T + j * Fn + i
+            images[k] = _load_image(scene.frames[t].images[other].path, (h, w), dev)
+            K_pool[k] = scale_intrinsics_np(g2["K"][t], sx, sy)
+            T_pool[k] = g2["T_world_from_cam"][t]
+            o_src[i, j] = k
+            o_base[i, j] = float(np.linalg.norm(T_pool[k][:3, 3] - T_wc[t][:3, 3]))
+            o_ok[i, j] = o_base[i, j] >= cfg.min_baseline_m
+            dt = abs(_image_time(scene.frames[t], other) - _image_time(scene.frames[t], cam))
+            o_sync[i, j] = dt <= cfg.overlap_max_dt_s
 
     values = torch.from_numpy(values_all[targets]).to(dev)
     finite = torch.isfinite(values)
-    moving = None if cfg.ignore_moving else ()
+    moving = moving_ids if cfg.ignore_moving else ()
+    lab = None
     if labels_all is not None:
         lab = torch.from_numpy(np.ascontiguousarray(labels_all[targets])).to(dev)
         static = static_mask(lab, moving) & finite
+        solid = (lab != SKY) & finite
     else:
         static = finite
+        solid = finite
     d_lo, d_hi, n_static = _percentiles(values, static, finite, cfg.percentiles, space)
     has_ref = np.isfinite(d_lo) & np.isfinite(d_hi)
     ref = Reference(np.where(has_ref, d_lo, 0.0), np.where(has_ref, d_hi, 1.0), space)
+    sky = None
+    if lab is not None and cfg.sky and space == "disparity":
+        sky = sky_values(values, lab, ref, cfg.ground_erode_px + 1, cfg.sky_min_frac)
+    all_sources = np.concatenate([sources, o_src], 1)
+    all_ok = np.concatenate([temporal_ok, o_ok], 1)
+    movable_ok = np.concatenate([np.zeros_like(temporal_ok), o_ok & o_sync], 1)
+    all_base = np.concatenate([baseline, o_base], 1)
+    cols = all_ok.any(0)  # source columns no frame can use cost a warp each for nothing
+    all_sources, all_ok, movable_ok, all_base = (
+        x[:, cols] for x in (all_sources, all_ok, movable_ok, all_base)
+    )
     camf = CameraFrames(
         images=images,
-        K=torch.from_numpy(geo["K"]).float().to(dev),
-        T_world_from_cam=torch.from_numpy(T_wc).double().to(dev),
+        K=torch.from_numpy(K_pool).float().to(dev),
+        T_world_from_cam=torch.from_numpy(T_pool).double().to(dev),
         values=values,
         static=static,
         targets=torch.from_numpy(targets).to(dev),
-        sources=torch.from_numpy(sources).to(dev),
-        source_ok=torch.from_numpy(moving_ok).to(dev),
-        baseline_m=baseline,
+        sources=torch.from_numpy(all_sources).to(dev),
+        source_ok=torch.from_numpy(all_ok).to(dev),
+        baseline_m=all_base,
         reference=ref,
+        solid=solid,
+        movable_ok=torch.from_numpy(movable_ok).to(dev),
+        sky=sky,
     )
-    stationary = ~moving_ok.any(1)
-    enough = n_static >= max(16, cfg.min_valid_frac * h * w)
-    fit = ~stationary & has_ref & enough
+    # ground cue: the ground-alone fit of every target frame
+    ground = None
+    if cfg.ground and lab is not None and np.isfinite(heights).any():
+        T_ego_from_cam = np.stack([scene.frames[t].images[cam].T_ego_from_cam for t in targets])
+        ground = GroundCue(
+            camf.dnorm,
+            lab,
+            camf.K[camf.targets],
+            torch.from_numpy(T_ego_from_cam).to(dev),
+            torch.from_numpy(heights),
+            cfg,
+            space,
+        )
+        s_b, r_b = _bounds(cfg, space)
+        ground.fit(s_b, r_b, cfg.ground_min_frac * h * w)
+        ground.ok &= has_ref
+        ground.params[~ground.ok] = np.nan
+
+    stationary = ~moving_ok.any(1) if cfg.photometric else np.zeros(Fn, bool)
+    has_temporal = temporal_ok.any(1)
+    has_overlap = o_ok.any(1)
+    n_solid = solid.sum((-2, -1)).cpu().numpy()
+    min_px = max(16, cfg.min_valid_frac * h * w)
+    enough = (has_temporal & (n_static >= min_px)) | (has_overlap & (n_solid >= min_px))
+    fit = (has_temporal | has_overlap) & has_ref & enough
     t0 = time.perf_counter()
-    res = fit_camera(camf, cfg, space, fit, max_elems)
+    res = fit_camera(camf, cfg, space, fit, max_elems, ground)
     log.debug("%s/%s: fitted %d frames in %.2f s", sname, cam, int(fit.sum()), time.perf_counter() - t0)
     flags = res.flags.copy()
     flags[stationary] |= FLAGS["stationary"]
-    flags[~stationary & ~(has_ref & enough)] |= FLAGS["low_valid"]
-    out.update(targets=targets, result=res, flags=flags, reference=ref, has_ref=has_ref, baseline_m=baseline)
+    flags[(cfg.photometric | has_overlap) & ~stationary & ~(has_ref & enough)] |= FLAGS["low_valid"]
+    ph_ok = fit & ((flags & FLAGS["low_valid"]) == 0)
+    ph_cue = np.where(has_temporal, CUES["photometric"], CUES["overlap"]).astype(np.uint8)
+    g_params = ground.params if ground is not None else np.full((Fn, 2), np.nan)
+    g_ratio = ground.depth_ratio(res.params) if ground is not None else np.full(Fn, np.nan)
+    params, cue, add = decide_cues(
+        res.params, ph_ok, ph_cue, res.loss, res.loss_at_ground, g_params, g_ratio, cfg
+    )
+    flags |= add
+    out.update(
+        targets=targets,
+        result=res,
+        params=params,
+        cue=cue,
+        flags=flags,
+        reference=ref,
+        has_ref=has_ref,
+        baseline_m=baseline[temporal_ok] if temporal_ok.any() else np.zeros(0),
+        ground_params=g_params,
+        ground_inliers=ground.inlier_frac if ground is not None else np.zeros(Fn, np.float32),
+        ground_ratio=g_ratio,
+    )
     # earlier good calibrations of this camera join the scene prior (for fallbacks on a resumed run)
     if prev is not None:
-        bad = degenerate_bits() | FLAGS["not_converged"]
-        old = np.flatnonzero(prev["done"].astype(bool) & ~todo & ((prev["flags"] & bad) == 0))
+        old = np.flatnonzero(prev["done"].astype(bool) & ~todo & _decided(prev))
         if len(old):
             v = torch.from_numpy(values_all[old]).to(dev)
             fin = torch.isfinite(v)
@@ -910,6 +1493,93 @@ def _calibrate_camera(
             p_old = Reference(lo, hi, space).from_scale_shift(prev["scale"][old], prev["shift"][old])
             out["prior_params"] = p_old[np.all(np.isfinite(p_old), 1)]
     return out
+
+
+def sky_values(
+    values: torch.Tensor, labels: torch.Tensor, ref: Reference, erode_px: int, min_frac: float
+) -> torch.Tensor:
+    """``[F]`` normalised relative value d~ of each frame's sky: the median over its SKY pixels that have sky
+    all around (``erode_px``: the relative map is blurred across the horizon); NaN where fewer than
+    ``min_frac`` of the pixels qualify.
+
+    Args:
+        values: ``[F x h x w]`` relative values; labels: ``[F x h x w]`` uint8; ref: the frames' references.
+    """
+    sky = (labels == SKY).float()[:, None]
+    if erode_px > 0:
+        sky = -F.max_pool2d(-sky, 2 * erode_px + 1, 1, erode_px)
+    m = (sky[:, 0] > 0.5) & torch.isfinite(values)
+    med = torch.nanmedian(torch.where(m, values, torch.full_like(values, float("nan"))).flatten(1), 1).values
+    lo = torch.as_tensor(ref.d_lo, dtype=values.dtype, device=values.device)
+    hi = torch.as_tensor(ref.d_hi, dtype=values.dtype, device=values.device)
+    d = (med - lo) / (hi - lo).clamp(min=1e-12)
+    enough = m.flatten(1).float().mean(1) >= min_frac
+    return torch.where(enough, d, torch.full_like(d, float("nan")))
+
+
+def decide_cues(
+    ph_params: np.ndarray,
+    ph_ok: np.ndarray,
+    ph_cue: np.ndarray,
+    ph_loss: np.ndarray,
+    ph_loss_at_ground: np.ndarray | None,
+    ground_params: np.ndarray,
+    ground_ratio: np.ndarray,
+    cfg: CalibrationConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame, the (s, r) to keep and the cue that decided it (before the scene-prior fallback).
+
+    Rules, per frame:
+
+    1. A photometric fit (``ph_ok``) and a usable ground fit: they agree when ``|ground_ratio - 1|``
+       (median over the ground inliers of depth(photometric) / depth(ground)) is within
+       ``cue_tolerance``; the photometric fit stands. Otherwise the frame gets ``cue_disagreement`` and the
+       photometric fit stands only if its own objective rejects the ground estimate, i.e. its loss there
+       is higher by more than ``photometric_margin``; else the ground estimate is taken. Rationale: the
+       ground estimate is a direct metric measurement whose conditioning does not depend on texture or
+       parallax, so it wins wherever the photometric objective cannot tell the two apart (flat or
+       ambiguous cost: one facade plane, repeated texture, little parallax); a photometric objective that
+       clearly prefers its own answer means the ground's assumptions failed (slope, kerbs, labels).
+    2. A photometric fit only: it stands.
+    3. A ground fit only (no temporal parallax and no overlap, or too few valid pixels): the ground
+       estimate, flagged ``fallback``.
+    4. Neither: cue ``none``; the caller falls back to the scene prior.
+
+    Args:
+        ph_params: ``[F x 2]`` photometric (s, r) (NaN where not fitted).
+        ph_ok: ``[F]`` bool, the photometric fit is usable.
+        ph_cue: ``[F]`` uint8, the code of the photometric fit (photometric or overlap).
+        ph_loss, ph_loss_at_ground: ``[F]`` photometric loss at its own and at the ground estimate.
+        ground_params: ``[F x 2]`` ground-alone (s, r), NaN where the ground fit is not usable.
+        ground_ratio: ``[F]`` the depth ratio (NaN where not both).
+    Returns:
+        params ``[F x 2]``, cue ``[F]`` uint8 (:data:`CUES`), flags to add ``[F]`` uint8.
+    """
+    Fn = len(ph_ok)
+    g_ok = np.all(np.isfinite(ground_params), 1)
+    params = np.full((Fn, 2), np.nan)
+    cue = np.full(Fn, CUES["none"], np.uint8)
+    add = np.zeros(Fn, np.uint8)
+    params[ph_ok] = ph_params[ph_ok]
+    cue[ph_ok] = ph_cue[ph_ok]
+    with np.errstate(invalid="ignore"):
+        disagree = ph_ok & g_ok & (np.abs(ground_ratio - 1) > cfg.cue_tolerance)
+        at_g = ph_loss_at_ground if ph_loss_at_ground is not None else np.full(Fn, np.nan)
+        decisive = np.isfinite(at_g) & (at_g > ph_loss * (1 + cfg.photometric_margin))
+    add[disagree] |= FLAGS["cue_disagreement"]
+    take_ground = (disagree & ~decisive) | (~ph_ok & g_ok)
+    params[take_ground] = ground_params[take_ground]
+    cue[take_ground] = CUES["ground"]
+    add[~ph_ok & g_ok] |= FLAGS["fallback"]
+    return params, cue, add
+
+
+def _decided(cal: dict[str, np.ndarray]) -> np.ndarray:
+    """``[T]`` bool: stored frames whose values come from their own cue (they may feed the scene prior)."""
+    if "cue" in cal:
+        own = np.isin(cal["cue"], [CUES["photometric"], CUES["overlap"], CUES["ground"]])
+        return own & ((cal["flags"] & FLAGS["not_converged"]) == 0)
+    return (cal["flags"] & (degenerate_bits() | FLAGS["not_converged"])) == 0
 
 
 def degenerate_bits() -> int:
@@ -936,18 +1606,34 @@ def _percentiles(values, static, finite, percentiles, space):
     return d_lo, d_hi, n_static
 
 
+#: per-frame arrays of ``calibration/`` (name: dtype, fill for frames without a value)
+_ARRAYS = {
+    "scale": ("float32", np.nan),
+    "shift": ("float32", np.nan),
+    "loss": ("float32", np.nan),
+    "valid_frac": ("float32", 0.0),
+    "flags": ("uint8", 0),
+    "cue": ("uint8", CUES["none"]),
+    "ground_scale": ("float32", np.nan),
+    "ground_shift": ("float32", np.nan),
+    "ground_inliers": ("float32", 0.0),
+    "ground_ratio": ("float32", np.nan),
+    "done": ("bool", False),
+}
+
+
 def _fallback_and_write(
     cache: Cache, sname: str, results: dict, depth_key: str, cfg: CalibrationConfig, stats: dict
 ):
-    """Fallback for degenerate frames from the robust scene prior, then merge with earlier results and write."""
-    degenerate = FLAGS["stationary"] | FLAGS["low_valid"]
+    """Scene-prior fallback for frames no cue decided, then merge with earlier results and write."""
 
     def good_params(r):
         old = r.get("prior_params", np.zeros((0, 2)))
         if "result" not in r:
             return old
-        ok = (r["flags"] & (degenerate | FLAGS["not_converged"])) == 0
-        p = r["result"].params[ok]
+        own = np.isin(r["cue"], [CUES["photometric"], CUES["overlap"], CUES["ground"]])
+        ok = own & ((r["flags"] & FLAGS["not_converged"]) == 0)
+        p = r["params"][ok]
         return np.concatenate([p[np.all(np.isfinite(p), 1)], old])
 
     per_cam = {cam: good_params(r) for cam, r in results.items()}
@@ -955,46 +1641,55 @@ def _fallback_and_write(
     for cam, r in results.items():
         T = r["T"]
         prev = r["prev"]
-        arrays = {
-            "scale": np.full(T, np.nan, np.float32),
-            "shift": np.full(T, np.nan, np.float32),
-            "loss": np.full(T, np.nan, np.float32),
-            "valid_frac": np.zeros(T, np.float32),
-            "flags": np.zeros(T, np.uint8),
-            "done": np.zeros(T, bool),
-        }
+        arrays = {k: np.full(T, fill, dt) for k, (dt, fill) in _ARRAYS.items()}
         if prev is not None:
             keep = prev["done"].astype(bool) & ~r["todo"]
             for k in arrays:
-                arrays[k][keep] = prev[k][keep]
+                if k in prev:
+                    arrays[k][keep] = prev[k][keep]
+                elif k == "cue":  # stores written before the cue array: photometric or prior
+                    fb = (prev["flags"] & degenerate_bits()) != 0
+                    arrays[k][keep] = np.where(fb, CUES["prior"], CUES["photometric"])[keep]
         if "result" in r:
             res, flags, ref, targets = r["result"], r["flags"].copy(), r["reference"], r["targets"]
-            params = res.params.copy()
+            params, cue = r["params"].copy(), r["cue"].copy()
             own = per_cam[cam]
             prior_src = own if len(own) else everything
-            need = (flags & degenerate) != 0
+            need = (cue == CUES["none"]) & r["has_ref"]
             if need.any():
                 if len(prior_src):
-                    prior = np.median(prior_src, 0)
-                    params[need] = prior
-                else:
-                    params[need] = np.nan
+                    params[need] = np.median(prior_src, 0)
+                    cue[need] = CUES["prior"]
                 flags[need] |= FLAGS["fallback"]
             params[~r["has_ref"]] = np.nan
+            cue[~r["has_ref"]] = CUES["none"]
             a, b = ref.to_scale_shift(np.nan_to_num(params, nan=0.0))
             bad = ~np.all(np.isfinite(params), 1)
             a[bad], b[bad] = np.nan, np.nan
-            arrays["scale"][targets] = a
-            arrays["shift"][targets] = b
-            arrays["loss"][targets] = res.loss
-            arrays["valid_frac"][targets] = res.valid_frac
-            arrays["flags"][targets] = flags
-            arrays["done"][targets] = True
+            ga, gb = ref.to_scale_shift(np.nan_to_num(r["ground_params"], nan=0.0))
+            gbad = ~np.all(np.isfinite(r["ground_params"]), 1)
+            ga[gbad], gb[gbad] = np.nan, np.nan
+            new = {
+                "scale": a,
+                "shift": b,
+                "loss": res.loss,
+                "valid_frac": res.valid_frac,
+                "flags": flags,
+                "cue": cue,
+                "ground_scale": ga,
+                "ground_shift": gb,
+                "ground_inliers": r["ground_inliers"],
+                "ground_ratio": r["ground_ratio"],
+                "done": True,
+            }
+            for k, v in new.items():
+                arrays[k][targets] = v
             stats["frames"] += len(targets)
-            b = r["baseline_m"]
-            stats["baselines"].extend(b[np.isfinite(b) & (b >= cfg.min_baseline_m)].tolist())
+            stats["baselines"].extend(np.asarray(r["baseline_m"]).tolist())
             for name, bit in FLAGS.items():
                 stats[name] += int(((flags & bit) != 0).sum())
+            for name, code in CUES.items():
+                stats["cues"][name] += int((cue == code).sum())
         if r["todo"].any() or prev is None:
             cache.write_calibration(
                 sname,
@@ -1007,6 +1702,7 @@ def _fallback_and_write(
                     "relation": "1/depth_m = scale*d + shift"
                     if r["space"] == "disparity"
                     else "depth_m = scale*d + shift",
+                    "cues": dict(CUES),
                     "options": cfg.to_dict(),
                 },
                 key=depth_key,

@@ -1,6 +1,11 @@
-"""Evaluate a labels store against the dataset's ground-truth occupancy with the Occ3D protocol.
+"""Evaluate a labels store against ground-truth occupancy: the Occ3D protocol, or SemanticKITTI SSC.
 
-Protocol (as ``Metric_mIoU(num_classes=18, use_image_mask=True)`` of the CVPR2023 occupancy challenge):
+Ground truth: the dataset's own occupancy (``frame.occupancy_path``, Occ3D labels.npz layout), or a
+directory given with ``gt``: Occ3D layout (``gts/<scene>/<token>/labels.npz``) or SemanticKITTI layout
+(``sequences/<XX>/voxels/<NNNNNN>.label`` + ``.invalid``, named as occlabel.store.export names them);
+the layout is detected from the directory unless ``gt_format`` says it.
+
+Occ3D protocol (as ``Metric_mIoU(num_classes=18, use_image_mask=True)`` of the CVPR2023 occupancy challenge):
 
 - one 18 × 18 confusion matrix, rows = ground truth, columns = prediction, summed over all samples and over
   the voxels where the ground truth's ``mask_camera`` is true;
@@ -9,6 +14,18 @@ Protocol (as ``Metric_mIoU(num_classes=18, use_image_mask=True)`` of the CVPR202
 - mIoU = NaN-mean of the 17 per-class IoUs (free, 17, excluded);
 - geometry IoU: occupied (≠ 17) vs free, IoU of the occupied class:
   TP / (TP + FP + FN) with TP = Σ_{i,j<17} C[i, j], FP = Σ_{j<17} C[17, j], FN = Σ_{i<17} C[i, 17].
+
+SemanticKITTI SSC protocol (semantic-kitti-api's evaluate_completion / MonoScene's SSCMetrics), on
+training ids 0-19 (0 empty; labels of the Occ3D class set mapped by export.OCC3D_TO_SEMANTICKITTI):
+
+- one 20 × 20 confusion matrix, rows = ground truth, columns = prediction, over the voxels whose ground
+  truth is valid: not flagged in ``.invalid`` and not 255 (every label voxel counts, inside or outside
+  the labels' own mask_camera: unknown voxels are predicted empty, as the protocol requires);
+- completion (scene completion, SC): occupied (≠ 0) vs empty, IoU = TP / (TP + FP + FN) with
+  TP = Σ_{i,j≥1} C[i, j], FP = Σ_{j≥1} C[0, j], FN = Σ_{i≥1} C[i, 0]; precision and recall;
+- per-class IoU for classes 1-19 as above; mIoU = NaN-mean over the classes present (in ground truth or
+  prediction), and ``miou_19`` = the mean over all 19 with absent classes counted 0 (what MonoScene's
+  SSCMetrics gives; equal on a full split, where every class is present).
 
 All figures are fractions in [0, 1] (``format_table`` prints percent).
 """
@@ -31,6 +48,11 @@ from occlabel.utils import progress_bar
 log = logging.getLogger(__name__)
 
 PROTOCOL = "occ3d: 18x18 confusion over GT mask_camera; mIoU = nan-mean of IoU over classes 0-16"
+SSC_PROTOCOL = (
+    "semantickitti-ssc: 20x20 confusion over GT voxels not invalid and not 255; completion IoU occupied vs "
+    "empty; mIoU = nan-mean of IoU over classes 1-19 (miou_19: mean over all 19, absent = 0)"
+)
+SSC_NUM_CLASSES = 20
 
 
 def confusion_matrix(
@@ -114,16 +136,53 @@ def occ3d_metrics(confusion: np.ndarray) -> dict[str, Any]:
     }
 
 
+def ssc_metrics(confusion: np.ndarray) -> dict[str, Any]:
+    """SemanticKITTI SSC figures from a 20 × 20 confusion matrix of training ids (rows gt, columns pred).
+
+    Returns:
+        {"iou_completion", "precision", "recall", "miou", "miou_19": float | None,
+         "per_class": {name: IoU or None for classes 1-19}, "classes_in_miou": int,
+         "accuracy": float | None, "num_voxels": int}
+    """
+    from occlabel.store.labels import SEMANTICKITTI_NAMES
+
+    c = np.asarray(confusion, np.int64)
+    if c.shape != (SSC_NUM_CLASSES, SSC_NUM_CLASSES):
+        raise ValueError(f"expected a {SSC_NUM_CLASSES}x{SSC_NUM_CLASSES} confusion matrix, got {c.shape}")
+    tp = float(c[1:, 1:].sum())
+    fp = float(c[0, 1:].sum())
+    fn = float(c[1:, 0].sum())
+    iou = per_class_iou(c)[1:]
+    finite = np.isfinite(iou)
+    total = int(c.sum())
+
+    def ratio(a: float, b: float) -> float | None:
+        return a / b if b > 0 else None
+
+    return {
+        "iou_completion": ratio(tp, tp + fp + fn),
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+        "miou": _num(float(iou[finite].mean()) if finite.any() else math.nan),
+        "miou_19": float(np.nan_to_num(iou, nan=0.0).mean()),
+        "per_class": {SEMANTICKITTI_NAMES[i + 1]: _num(float(iou[i])) for i in range(SSC_NUM_CLASSES - 1)},
+        "classes_in_miou": int(finite.sum()),
+        "accuracy": ratio(float(np.trace(c)), float(total)),
+        "num_voxels": total,
+    }
+
+
 def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """A terminal table of per-class IoU, mIoU and geometry IoU (percent)."""
+    """A terminal table of per-class IoU, mIoU and geometry (Occ3D) or completion (SSC) IoU, in percent."""
 
     def pct(x: float | None) -> str:
         return "   -  " if x is None else f"{100 * x:6.2f}"
 
+    ssc = "iou_completion" in results
     lines = [f"{'class':<22}{'IoU %':>8}", "-" * 30]
     for name, v in results["per_class"].items():
         lines.append(f"{name:<22}{pct(v):>8}")
@@ -131,78 +190,174 @@ def format_table(results: dict[str, Any]) -> str:
     lines.append(
         f"{'mIoU (' + str(results.get('classes_in_miou', '?')) + ' classes)':<22}{pct(results['miou']):>8}"
     )
-    lines.append(f"{'geometry IoU':<22}{pct(results['iou_geometry']):>8}")
-    extra = f"samples {results.get('num_samples', '?')}, voxels in GT mask_camera {results.get('num_voxels', '?')}"
+    if ssc:
+        lines.append(f"{'mIoU (all 19)':<22}{pct(results['miou_19']):>8}")
+        lines.append(f"{'completion IoU':<22}{pct(results['iou_completion']):>8}")
+        lines.append(
+            f"{'  precision / recall':<22}{pct(results['precision']):>8} / {pct(results['recall']).strip()}"
+        )
+        where = "valid GT voxels"
+    else:
+        lines.append(f"{'geometry IoU':<22}{pct(results['iou_geometry']):>8}")
+        where = "voxels in GT mask_camera"
+    extra = f"samples {results.get('num_samples', '?')}, {where} {results.get('num_voxels', '?')}"
     if results.get("samples_without_gt"):
         extra += f", {results['samples_without_gt']} samples without GT skipped"
     lines.append(extra)
     return "\n".join(lines)
 
 
-def run(labels_path: str | Path, json_out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Evaluate every done sample of a LABELS.zarr against the GT occupancy of its dataset (Occ3D protocol).
+GT_FORMATS = ("occ3d", "semantickitti")
 
-    The dataset is the one recorded in the source cache (``frame.occupancy_path``, Occ3D labels.npz layout).
-    Results (see :func:`occ3d_metrics`, plus "num_samples", "samples_without_gt", "per_scene",
-    "confusion" (18 × 18 list), "protocol", "labels") are returned, written to ``json_out`` when given,
-    and stored in the labels root attributes under attrs["occlabel"]["evaluation"].
+
+def detect_gt_format(gt_dir: str | Path) -> str:
+    """ "semantickitti" when ``gt_dir`` holds ``sequences/``, "occ3d" when it holds ``gts/``."""
+    d = Path(gt_dir)
+    if (d / "sequences").is_dir():
+        return "semantickitti"
+    if (d / "gts").is_dir():
+        return "occ3d"
+    raise StoreError(
+        f"{d}: neither a SemanticKITTI dataset folder (sequences/XX/voxels/) nor an Occ3D one (gts/); "
+        "pass --format"
+    )
+
+
+def run(
+    labels_path: str | Path,
+    json_out: str | Path | None = None,
+    progress: bool = True,
+    gt: str | Path | None = None,
+    gt_format: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate every done sample of a LABELS.zarr against ground-truth occupancy.
+
+    Args:
+        labels_path: the labels store.
+        json_out: also write the results there (JSON).
+        gt: a ground-truth directory (Occ3D or SemanticKITTI layout, see the module docstring); None: the
+            ground truth of the dataset recorded in the source cache — its SemanticKITTI voxels
+            (``frame.meta["semantickitti_voxels"]``, datasets.kitti) for labels on the 256 × 256 × 32 grid,
+            else its Occ3D occupancy (``frame.occupancy_path``).
+        gt_format: "occ3d" or "semantickitti" (default: detected as above). The protocol follows the
+            layout: Occ3D (:func:`occ3d_metrics`) or SSC (:func:`ssc_metrics`).
+    Returns:
+        the protocol's figures plus "num_samples", "samples_without_gt", "per_scene", "confusion" (list),
+        "protocol", "gt", "labels"; also stored in the labels root attributes under "evaluation".
     """
     from occlabel.datasets.base import load_occupancy
-    from occlabel.store.cache import open_cache
     from occlabel.store.common import open_root, read_meta, write_meta
+    from occlabel.store.export import (
+        read_semantickitti_voxels,
+        semantickitti_names,
+        to_semantickitti,
+    )
     from occlabel.store.labels import open_labels
 
     labels_path = Path(labels_path)
     reader = open_labels(labels_path)
-    cache_path = reader.meta.get("cache")
-    if not cache_path:
-        raise StoreError(f"{labels_path}: labels store does not record its source cache")
-    dataset = open_cache(cache_path).open_dataset()
-    frames_by_scene = {s.name: {f.token: f for f in s.frames} for s in dataset.scenes}
+    if gt_format is None and gt is not None:
+        gt_format = detect_gt_format(gt)
+    elif gt_format is None:  # the dataset's own ground truth: SemanticKITTI voxels for labels on that grid
+        gt_format = "semantickitti" if tuple(reader.grid.shape) == (256, 256, 32) else "occ3d"
+    if gt_format not in GT_FORMATS:
+        raise StoreError(
+            f"evaluate: ground-truth format must be one of {', '.join(GT_FORMATS)}, got {gt_format!r}"
+        )
+    ssc = gt_format == "semantickitti"
+    if not ssc and reader.classes.name != "occ3d":
+        raise StoreError(
+            f"{labels_path}: labels of the {reader.classes.name!r} class set cannot be scored with the Occ3D "
+            "protocol; evaluate against SemanticKITTI ground truth (--gt DIR --format semantickitti)"
+        )
+    if ssc:
+        to_semantickitti(np.array([reader.classes.free], np.uint8), reader.classes)  # refuses unmapped sets
+        names = semantickitti_names(
+            reader.scenes(), {sc: reader.scene_meta(sc)["frame_indices"] for sc in reader.scenes()}
+        )
+    if gt is None:
+        from occlabel.store.cache import open_cache
 
-    total = np.zeros((OCC3D_NUM_CLASSES, OCC3D_NUM_CLASSES), np.int64)
+        cache_path = reader.meta.get("cache")
+        if not cache_path:
+            raise StoreError(f"{labels_path}: labels store does not record its source cache")
+        dataset = open_cache(cache_path).open_dataset()
+        frames_by_scene = {sc.name: {f.token: f for f in sc.frames} for sc in dataset.scenes}
+        gt_where = f"dataset {dataset.root}"
+    else:
+        gt_where = str(Path(gt).resolve())
+
+    def _dataset_frame(s: dict[str, Any]):
+        frame = frames_by_scene.get(s["scene"], {}).get(s["token"])
+        if frame is None:
+            raise StoreError(f"{labels_path}: sample {s['scene']}/{s['token']} is not in {gt_where}")
+        return frame
+
+    def ground_truth(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(gt classes, mask of the voxels that count) of one sample, or None when it has none."""
+        if ssc:
+            if gt is None:  # the dataset's SemanticKITTI voxels (frame.meta, see datasets.kitti)
+                vox = (getattr(_dataset_frame(s), "meta", None) or {}).get("semantickitti_voxels") or {}
+                if "label" not in vox:
+                    return None
+                stem = Path(vox["label"]).with_suffix("")
+            else:
+                seq, frame = names[(s["scene"], s["index"])]
+                stem = Path(gt) / "sequences" / seq / "voxels" / frame
+                if not stem.with_suffix(".label").exists():
+                    return None
+            # read with the labels' shape: a file of another size is refused with both sizes named
+            g = read_semantickitti_voxels(stem, tuple(s["semantics"].shape))
+            return g["labels"], g["labels"] != 255
+        if gt is None:
+            path = _dataset_frame(s).occupancy_path
+        else:
+            path = Path(gt) / "gts" / s["scene"] / s["token"] / "labels.npz"
+            path = path if path.exists() else None
+        if path is None:
+            return None
+        g = load_occupancy(path)
+        return g["semantics"], g["mask_camera"]
+
+    n_cls = SSC_NUM_CLASSES if ssc else OCC3D_NUM_CLASSES
+    metrics = ssc_metrics if ssc else occ3d_metrics
+    total = np.zeros((n_cls, n_cls), np.int64)
     per_scene_c: dict[str, np.ndarray] = {}
     per_scene_n: dict[str, int] = {}
     n = missing = 0
     for s in progress_bar(reader, total=len(reader), desc="evaluate", enabled=progress, unit="sample"):
-        frame = frames_by_scene.get(s["scene"], {}).get(s["token"])
-        if frame is None:
-            raise StoreError(
-                f"{labels_path}: sample {s['scene']}/{s['token']} is not in dataset {dataset.root}"
-            )
-        if frame.occupancy_path is None:
+        g = ground_truth(s)
+        if g is None:
             missing += 1
             continue
-        gt = load_occupancy(frame.occupancy_path)
-        if gt["semantics"].shape != s["semantics"].shape:
+        gt_sem, gt_mask = g
+        if gt_sem.shape != s["semantics"].shape:
             raise StoreError(
-                f"{frame.occupancy_path}: GT grid {gt['semantics'].shape} differs from the labels' grid "
-                f"{s['semantics'].shape}; voxelize with the dataset's grid"
+                f"sample {s['scene']}/{s['token']}: GT grid {gt_sem.shape} differs from the labels' grid "
+                f"{s['semantics'].shape}; voxelize with the ground truth's grid"
             )
-        c = confusion_matrix(s["semantics"], gt["semantics"], gt["mask_camera"])
+        pred = to_semantickitti(s["semantics"], reader.classes) if ssc else s["semantics"]
+        c = confusion_matrix(pred, gt_sem, gt_mask, num_classes=n_cls)
         total += c
         per_scene_c[s["scene"]] = per_scene_c.get(s["scene"], 0) + c
         per_scene_n[s["scene"]] = per_scene_n.get(s["scene"], 0) + 1
         n += 1
     if n == 0:
-        raise StoreError(
-            f"{labels_path}: no done sample has ground-truth occupancy in dataset {dataset.root}"
-        )
+        raise StoreError(f"{labels_path}: no done sample has ground-truth occupancy in {gt_where}")
 
-    results = occ3d_metrics(total)
+    headline = ("miou", "iou_completion") if ssc else ("miou", "iou_geometry")
+    results = metrics(total)
     results.update(
         {
             "num_samples": n,
             "samples_without_gt": missing,
             "per_scene": {
-                sc: {
-                    **{k: occ3d_metrics(c)[k] for k in ("miou", "iou_geometry")},
-                    "num_samples": per_scene_n[sc],
-                }
+                sc: {**{k: metrics(c)[k] for k in headline}, "num_samples": per_scene_n[sc]}
                 for sc, c in per_scene_c.items()
             },
             "confusion": total.tolist(),
-            "protocol": PROTOCOL,
+            "protocol": SSC_PROTOCOL if ssc else PROTOCOL,
+            "gt": gt_where,
             "labels": str(labels_path.resolve()),
         }
     )
@@ -218,4 +373,14 @@ def run(labels_path: str | Path, json_out: str | Path | None = None, progress: b
     return results
 
 
-__all__ = ["run", "confusion_matrix", "per_class_iou", "geometry_iou", "occ3d_metrics", "format_table"]
+__all__ = [
+    "GT_FORMATS",
+    "confusion_matrix",
+    "detect_gt_format",
+    "format_table",
+    "geometry_iou",
+    "occ3d_metrics",
+    "per_class_iou",
+    "run",
+    "ssc_metrics",
+]

@@ -2,44 +2,71 @@
 
 For every keyframe of a scene (output: one sample of LABELS.zarr, see occlabel.store.labels):
 
-1. Lift. Every pixel with a metric depth and a class becomes a point in the keyframe's ego frame,
-   ``p_egokey = T_egokey_from_world @ T_world_from_cam(t) @ (z · K⁻¹ [u, v, 1])``, for all cameras of the
-   frames ``t`` within ``window`` frames of the keyframe. Static classes accumulate over the whole window;
-   classes that can move (``moving_classes``, default conventions.OCC3D_MOVING) only from frames within
-   ``moving_window`` frames (default: the keyframe alone), so moving objects do not leave trails.
-   Each point votes for its class in its voxel with its semantic confidence (scatter-add over
-   voxel × class); ``evidence`` = sum of the votes, in pixel units (multiplied by point_stride²).
-2. Carve. Every ``ray_stride``-th pixel casts a ray from the camera centre to its point; the voxels it
-   crosses before the point (geometry.voxel.ray_free_samples: samples every step_fraction·voxel, stopping
-   one voxel plus ``stop_frac``·length short of the point) collect free-space ``passes``, measured in
-   ray-lengths of one voxel and scaled by ray_stride² so that they compare with pixel-unit evidence.
-   Sky pixels (conventions.SKY) carve to ``sky_range_m``. Pixels without depth cast nothing.
-   A voxel is **occupied** when ``evidence >= min_hits`` and ``evidence >= occ_ratio · passes``, where
-   passes count rays from the whole window for a voxel whose winning class is static, and only rays from
-   the moving window for a moving class (the space a car fills now was free a second ago).
-   It is **free** when not occupied and crossed by some ray (or seen from the keyframe, below), and
-   **unknown** otherwise. occ_ratio defaults to 0.2 for estimated depth (noise floaters collect many
-   passes) and 0 for ``source="gt"`` (exact depth: free space never overrides a hit; voxels the road
-   crosses at grazing angles collect far more passes than hits and must stay occupied).
+1. Lift. Every pixel with a metric depth and a class becomes a point in the grid's frame (the keyframe's
+   ego frame, or a sensor frame placed in it, below),
+   ``p_grid = T_grid_from_egokey @ T_egokey_from_world @ T_world_from_cam(t) @ (z · K⁻¹ [u, v, 1])``, for all
+   cameras of the frames ``t`` within ``window`` frames of the keyframe. Static classes accumulate over the
+   whole window; classes that can move (the class set's moving classes, or ``moving_classes``) only from
+   frames within ``moving_window`` frames (default: the keyframe alone), so moving objects do not leave
+   trails. Each point votes for its class in its voxel with its semantic confidence times a range weight
+   ``1 / (1 + (z / range_weight_m)²)`` (estimated depth: its error grows with range, so near views of a
+   place outvote far ones; scatter-add over voxel × class). ``evidence`` = the confidence-weighted points,
+   in pixel units (multiplied by point_stride²), without the range weight.
+   Estimated depth first loses its *flying pixels* (:func:`flying_pixels`): the ramps that a blurred depth
+   map draws across occlusion boundaries, which are neither the foreground nor the background surface.
+2. Carve. Every ``ray_stride``-th pixel casts a ray from the camera centre toward its point; the voxels it
+   crosses (geometry.voxel.ray_free_samples, a sample every step_fraction·voxel) collect free-space
+   ``passes`` (ray length in voxels, scaled by ray_stride² to compare with pixel-unit evidence, and by
+   the range weight of the ray's point). A ray stops short of its point by ``stop_frac`` of its length
+   plus ``clearance`` voxels *measured along the surface normal* (estimated from the depth map,
+   :func:`surface_cos`), at least one voxel: a ray that meets a surface at a grazing angle — the road
+   ahead, a facade along the street — runs just above that surface for metres and would otherwise carve
+   the voxels the surface itself occupies. Sky pixels (conventions.SKY) carve to ``sky_range_m``; pixels
+   without depth cast nothing.
+   A voxel is **occupied** when ``evidence >= min_hits`` and its range-weighted votes reach
+   ``occ_ratio`` × its range-weighted passes, where passes count rays from the whole window for a voxel
+   whose winning class is static, and only rays from the moving window for a moving class (the space a
+   car fills now was free a second ago). It is **free** when not occupied and crossed by some ray (or
+   seen from the keyframe, below), and **unknown** otherwise.
 3. mask_camera: voxels crossed or hit by a ray of the keyframe's own cameras — the Occ3D meaning
    ("visible from the cameras of this sample"): every ``mask_stride``-th pixel's ray all the way to its
    surface point (sky: to sky_range_m), plus the voxels holding the keyframe's points.
-4. Output, on the grid (default occ3d, 200×200×16 at 0.4 m) in the keyframe's ego frame:
-   semantics <uint8: X, Y, Z> = winning class (0-16) where occupied, 17 (free) elsewhere — **unknown
-   voxels are written as 17 too, with mask_camera 0** (the Occ3D layout has no "unknown" label; users
-   must apply mask_camera, exactly as Occ3D trainers and the Occ3D metric do). Every mask_camera voxel is
-   occupied or free, never unknown. confidence <uint8> = 255 × (confidence-weighted share of the winning
-   class among the voxel's points) for occupied voxels, 255 × passes / (passes + evidence) for free
-   voxels, 0 for unknown. hits <uint16> = number of points in the voxel, passes <uint16> = passes rounded
-   (at least 1 where any ray passed; both saturate at 65535).
+4. Output, on the grid (default occ3d, 200×200×16 at 0.4 m): semantics <uint8: X, Y, Z> = winning class
+   where occupied, the class set's free id (Occ3D 17, SemanticKITTI 0) elsewhere — **unknown voxels are
+   written as free too, with mask_camera 0** (the Occ3D layout has no "unknown" label; users must apply
+   mask_camera, exactly as Occ3D trainers and the Occ3D metric do). Every mask_camera voxel is occupied
+   or free, never unknown. confidence <uint8> = 255 × (confidence-weighted share of the winning class)
+   for occupied voxels, 255 × passes / (passes + votes) for free voxels, 0 for unknown. hits <uint16> =
+   number of points in the voxel, passes <uint16> = ray length through the voxel in voxel units, without
+   the range weight (at least 1 where any ray passed; both saturate at 65535).
+
+Defaults that depend on the depth (``source``): estimated depth (the cache's calibrated depth) fuses with
+``occ_ratio`` 0.5, ``edge_tol`` 0.1 and ``range_weight_m`` 10; the dataset's ground-truth depth with 0, 0
+and 0 (exact depth has no floaters or flying pixels to reject, and voxels at grazing angles keep far more
+passes than hits). Measured by `make bench` (scripts/bench.py, voxelize_ablation).
+
+Sources: "cache" (calibrated depth and semantics of the cache), "gt" (the dataset's ground-truth depth
+and 2D semantics, resized to the cache's working resolution with nearest-neighbour, through the same
+fusion: the gap between "labels from GT inputs" and "labels from estimated inputs" measures the estimates,
+not the fusion), and the two halves "gt-depth" (GT depth, the cache's semantics) and "gt-semantics" (the
+cache's depth, GT semantics), which split that gap between depth and semantics.
+
+Classes: the labels use the class set of their 2D semantics (occlabel.store.labels.ClassSet): Occ3D (0-16,
+free 17) by default and for the dataset's GT semantics, SemanticKITTI (1-19, free 0) when the semantics
+were made with the ``semantickitti`` vocabulary, any other vocabulary's ids otherwise; ``classes``
+overrides.
+
+Grids not in the ego frame (SemanticKITTI's velodyne frame, SurroundOcc's LiDAR frame) sit on each
+keyframe's LiDAR: the dataset's ``frame.T_ego_from_lidar`` (the KITTI adapter's ``T_ego_from_cam0 @ Tr``,
+nuScenes' lidar2ego). Without one they are placed by ``T_ego_from_grid`` (one rigid 4×4 for every
+keyframe), or by ``grid_camera`` + ``T_cam_from_grid``: the grid's pose relative to one camera, turned
+into each keyframe's ``T_ego_from_grid = T_ego_from_world(t) @ T_world_from_cam(t) @ T_cam_from_grid``
+(KITTI: the velodyne frame is ``Tr`` of calib.txt relative to camera 0, :func:`kitti_T_cam_from_velo`).
+The pose of every sample is stored with it (``T_ego_from_grid``).
 
 Everything per keyframe is vectorised torch on one device (CUDA when present): no Python loops over
 pixels, points, rays or voxels (only over the camera views of the window). Camera views are prepared
 once (camera-frame points and ray ends) and reused by the keyframes whose windows overlap.
-
-``source="gt"`` fuses the dataset's ground-truth depth and 2D semantics instead of the cache's estimates
-(resized to the cache's working resolution with nearest-neighbour), through the same fusion: the gap
-between "labels from GT inputs" and "labels from estimated inputs" measures the estimates, not the fusion.
 """
 
 from __future__ import annotations
@@ -54,42 +81,52 @@ from typing import Any
 import numpy as np
 import torch
 
-from occlabel.conventions import (
-    FREE,
-    OCC3D_MOVING,
-    OCC3D_NUM_SEMANTIC,
-    SKY,
-    UNLABELED,
-    VoxelGrid,
-    get_grid,
-    invert_rigid,
-)
+from occlabel.conventions import SKY, UNLABELED, VoxelGrid, get_grid, invert_rigid, is_rigid
 from occlabel.errors import OccLabelError, StoreError
 from occlabel.geometry.voxel import flat_index, points_to_voxels, ray_free_samples
 from occlabel.store.cache import Cache, depth_from_relative, open_cache
-from occlabel.store.labels import LabelsWriter
+from occlabel.store.labels import (
+    CLASS_SETS,
+    OCC3D,
+    ClassSet,
+    LabelsWriter,
+    class_set_from_vocabulary,
+)
 from occlabel.utils import progress_bar, resize_nearest, resolve_device
 
 log = logging.getLogger(__name__)
 
+#: sources and where each takes (depth, semantics) from
+SOURCES = {
+    "cache": ("cache", "cache"),
+    "gt": ("gt", "gt"),
+    "gt-depth": ("gt", "cache"),
+    "gt-semantics": ("cache", "gt"),
+}
+
 
 @dataclass
 class VoxelizeOptions:
-    """Fusion options (all recorded in the labels store; a resumed run must use the same ones)."""
+    """Fusion options (all recorded in the labels store; a resumed run must use the same ones).
 
-    #: "cache": calibrated depth and semantics of the cache; "gt": the dataset's GT depth and semantics
+    Fields left None that depend on ``source`` are resolved on creation (:meth:`resolve`); ``classes`` and
+    ``moving_classes`` left None follow the 2D semantics (:func:`resolve_classes`).
+    """
+
+    #: "cache", "gt", "gt-depth" or "gt-semantics" (see the module docstring)
     source: str = "cache"
     #: frames each side of the keyframe whose static-class points and rays are fused
     window: int = 8
     #: frames each side whose moving-class points (and, for moving voxels, rays) count
     moving_window: int = 0
-    #: classes that can move (accumulated only within moving_window)
-    moving_classes: tuple[int, ...] = OCC3D_MOVING
+    #: class set of the labels ("occ3d", "semantickitti" or a vocabulary YAML); None: the semantics'
+    classes: str | None = None
+    #: classes that can move (accumulated only within moving_window); None: the class set's
+    moving_classes: tuple[int, ...] | None = None
     #: minimum evidence (confidence-weighted points, pixel units) of an occupied voxel
     min_hits: float = 1.0
-    #: occupied needs evidence >= occ_ratio * passes (1.0: hits must outnumber passes); None: 0.2 for
-    #: source "cache" (rejects floaters of noisy depth), 0 for "gt" (exact depth has none, and voxels
-    #: crossed at grazing angles, e.g. the road's, collect far more passes than hits)
+    #: occupied needs range-weighted votes >= occ_ratio * range-weighted passes; None: 0.5 for estimated
+    #: depth (rejects floaters of noisy depth), 0 for ground-truth depth (has none)
     occ_ratio: float | None = None
     #: lift every n-th pixel along rows and columns
     point_stride: int = 1
@@ -99,22 +136,52 @@ class VoxelizeOptions:
     mask_stride: int = 2
     #: ray sample spacing, in voxels
     step_fraction: float = 0.5
-    #: free-space rays stop this fraction of their length (plus one voxel) short of the point
+    #: free-space rays stop this fraction of their length short of the point (on top of the clearance)
     stop_frac: float = 0.0
+    #: free-space rays stop this many voxels from the surface, measured along its normal (at least one
+    #: voxel along the ray); 0: one voxel along the ray whatever the angle
+    clearance: float = 1.0
+    #: pixel step of the finite differences that estimate surface normals
+    normal_step: int = 2
+    #: votes and passes weigh 1 / (1 + (z / range_weight_m)^2) by the depth z of their point; 0: off;
+    #: None: 10 for estimated depth, 0 for ground-truth depth
+    range_weight_m: float | None = None
+    #: flying-pixel filter: relative inverse-depth slope per pixel (see flying_pixels); 0: off; None: 0.1
+    #: for estimated depth, 0 for ground-truth depth
+    edge_tol: float | None = None
     #: sky rays carve up to this distance from the camera, metres
     sky_range_m: float = 100.0
     #: depth beyond this is treated as unknown (no point, no ray), metres
     max_depth_m: float = 200.0
-    #: pixels labelled UNLABELED that have a depth: "ignore" (free-space ray only) or "others" (class 0)
+    #: pixels labelled UNLABELED that have a depth: "ignore" (free-space ray only) or "others" (class 0,
+    #: class sets with a class 0 only)
     unlabeled: str = "ignore"
     #: ray samples materialised at once (bounds memory)
     chunk: int = 1 << 22
     #: <4 x 4> pose of the grid's frame in the ego frame, for grids not in the ego frame (None: identity)
     T_ego_from_grid: list | None = None
+    #: camera the grid is placed relative to (with T_cam_from_grid), e.g. KITTI's velodyne from camera 0
+    grid_camera: str | None = None
+    #: <4 x 4> pose of the grid's frame in ``grid_camera``'s frame
+    T_cam_from_grid: list | None = None
 
     def __post_init__(self) -> None:
+        self.resolve()
+
+    @property
+    def estimated_depth(self) -> bool:
+        return SOURCES.get(self.source, ("cache",))[0] == "cache"
+
+    def resolve(self) -> VoxelizeOptions:
+        """Fill the source-dependent defaults (in place); returns self."""
+        est = self.estimated_depth
         if self.occ_ratio is None:
-            self.occ_ratio = 0.2 if self.source == "cache" else 0.0
+            self.occ_ratio = 0.5 if est else 0.0
+        if self.range_weight_m is None:
+            self.range_weight_m = 10.0 if est else 0.0
+        if self.edge_tol is None:
+            self.edge_tol = 0.1 if est else 0.0
+        return self
 
     @classmethod
     def from_kwargs(cls, **kw: Any) -> VoxelizeOptions:
@@ -124,26 +191,146 @@ class VoxelizeOptions:
             raise OccLabelError(
                 f"voxelize: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        o = cls(**kw)
-        o.moving_classes = tuple(int(c) for c in o.moving_classes)
+        o = cls(**kw).resolve()
+        if o.moving_classes is not None:
+            o.moving_classes = tuple(int(c) for c in o.moving_classes)
+        for name in ("T_ego_from_grid", "T_cam_from_grid"):
+            if getattr(o, name) is not None:
+                setattr(o, name, np.asarray(getattr(o, name), np.float64).tolist())
         o.validate()
         return o
 
     def validate(self) -> None:
-        if self.source not in ("cache", "gt"):
-            raise OccLabelError(f"voxelize: source must be 'cache' or 'gt', got {self.source!r}")
+        if self.source not in SOURCES:
+            raise OccLabelError(f"voxelize: source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if self.unlabeled not in ("ignore", "others"):
             raise OccLabelError(f"voxelize: unlabeled must be 'ignore' or 'others', got {self.unlabeled!r}")
         if self.window < 0 or self.moving_window < 0 or self.moving_window > self.window:
             raise OccLabelError("voxelize: need 0 <= moving_window <= window")
-        if min(self.point_stride, self.ray_stride, self.mask_stride) < 1:
-            raise OccLabelError("voxelize: point_stride, ray_stride and mask_stride must be >= 1")
+        if min(self.point_stride, self.ray_stride, self.mask_stride, self.normal_step) < 1:
+            raise OccLabelError(
+                "voxelize: point_stride, ray_stride, mask_stride and normal_step must be >= 1"
+            )
         if not 0 < self.step_fraction <= 1:
             raise OccLabelError("voxelize: step_fraction must be in (0, 1]")
         if not 0 <= self.stop_frac < 1:
             raise OccLabelError("voxelize: stop_frac must be in [0, 1)")
         if self.min_hits <= 0 or self.occ_ratio < 0:
             raise OccLabelError("voxelize: need min_hits > 0 and occ_ratio >= 0")
+        if self.clearance < 0 or self.range_weight_m < 0 or self.edge_tol < 0:
+            raise OccLabelError("voxelize: clearance, range_weight_m and edge_tol must be >= 0")
+        for name in ("T_ego_from_grid", "T_cam_from_grid"):
+            T = getattr(self, name)
+            if T is not None and not is_rigid(np.asarray(T, np.float64)):
+                raise OccLabelError(f"voxelize: {name} must be a rigid 4x4 transform, got {T!r}")
+        if (self.grid_camera is None) != (self.T_cam_from_grid is None):
+            raise OccLabelError("voxelize: grid_camera and T_cam_from_grid go together")
+        if self.grid_camera is not None and self.T_ego_from_grid is not None:
+            raise OccLabelError("voxelize: give T_ego_from_grid or grid_camera + T_cam_from_grid, not both")
+
+
+def resolve_classes(
+    opts: VoxelizeOptions,
+    cache: Cache | None = None,
+    scene: str | None = None,
+    semantics_key: str | None = None,
+) -> ClassSet:
+    """The class set of the labels: ``opts.classes``, else that of the 2D semantics they are made from.
+
+    The cache's semantics record their vocabulary (``model.vocab`` / ``model.conf.vocab``); semantics
+    without one (the oracle, imported files) and the dataset's GT semantics are Occ3D.
+    """
+    from occlabel.models.vocab import load_vocabulary
+
+    name = opts.classes
+    if name is None and SOURCES[opts.source][1] == "cache" and cache is not None and scene is not None:
+        model = _semantics_model(cache, scene, cache.cameras(scene)[0], semantics_key)
+        name = (model.get("conf") or {}).get("vocab") or model.get("vocab")
+    if name is None or name == "occ3d":
+        return OCC3D
+    if name in CLASS_SETS:
+        return CLASS_SETS[name]
+    try:
+        return class_set_from_vocabulary(load_vocabulary(name))
+    except OccLabelError as e:
+        raise OccLabelError(f"voxelize: class set {name!r}: {e}") from None
+
+
+def _semantics_model(cache: Cache, scene: str, camera: str, key: str | None) -> dict:
+    """The ``model`` attributes of a semantics group of the cache ({} when it has none)."""
+    from occlabel.store.common import read_meta
+
+    g = cache.root[scene][camera]["semantics"][cache.resolve_key("semantics", key)]
+    model = read_meta(g).get("model")
+    return dict(model) if isinstance(model, dict) else {}
+
+
+def read_matrix(spec: str | Path) -> np.ndarray:
+    """A rigid transform <np.float64: 4, 4> from 12 or 16 comma/space-separated numbers (row-major; 12 =
+    the top 3 × 4) or a file holding them (.txt, or .npy / .json of a 3 × 4 or 4 × 4 array).
+
+    ``kitti:CALIB[:Pk]`` reads a KITTI odometry calib.txt and gives the velodyne's pose in camera k
+    (:func:`kitti_T_cam_from_velo`; default P0, the frame ``Tr`` refers to).
+    """
+    text = str(spec).strip()
+    if text.startswith("kitti:"):
+        path, _, cam = text[len("kitti:") :].partition(":")
+        return kitti_T_cam_from_velo(path, cam or "P0")
+    p = Path(text)
+    try:
+        if p.suffix == ".npy" and p.is_file():
+            vals = np.load(p).astype(np.float64).ravel()
+        elif p.suffix == ".json" and p.is_file():
+            import json
+
+            vals = np.asarray(json.loads(p.read_text()), np.float64).ravel()
+        elif p.is_file():
+            vals = np.array(p.read_text().replace(",", " ").split(), np.float64)
+        else:
+            vals = np.array(text.replace(",", " ").split(), np.float64)
+    except (ValueError, OSError) as e:
+        raise OccLabelError(f"cannot read a 4x4 transform from {text!r} ({e})") from None
+    if vals.size not in (12, 16):
+        raise OccLabelError(f"a transform needs 12 or 16 numbers, got {vals.size} from {text!r}")
+    T = np.eye(4)
+    T[: vals.size // 4] = vals.reshape(-1, 4)
+    if not is_rigid(T):
+        raise OccLabelError(f"transform from {text!r} is not rigid: {T.tolist()}")
+    return T
+
+
+def kitti_T_cam_from_velo(calib_path: str | Path, camera: str = "P0") -> np.ndarray:
+    """The velodyne frame in (rectified) camera ``camera``'s frame, <np.float64: 4, 4>, from a KITTI
+    odometry ``calib.txt`` (lines ``P0: ...`` … ``P3: ...``, ``Tr: ...``).
+
+    ``Tr`` maps velodyne points into camera 0. The other cameras of the odometry calibration are camera
+    0 shifted along x (rectified stereo): camera k's projection is ``P_k = K [I | t_k]`` with
+    ``t_k = K⁻¹ P_k[:, 3]``, so ``T_camk_from_velo = [I | t_k] @ Tr`` (SemanticKITTI's SSC grid is in
+    this velodyne frame; MonoScene projects it into camera 2 the same way).
+    """
+    path = Path(calib_path)
+    try:
+        rows = {}
+        for line in path.read_text().splitlines():
+            key, sep, rest = line.partition(":")
+            if sep:
+                rows[key.strip()] = np.array(rest.split(), np.float64)
+    except (OSError, ValueError) as e:
+        raise OccLabelError(f"{path}: cannot read KITTI calibration ({e})") from None
+    if "Tr" not in rows or rows["Tr"].size != 12:
+        raise OccLabelError(f"{path}: no 'Tr:' line with 12 numbers (KITTI odometry calib.txt)")
+    Tr = np.eye(4)
+    Tr[:3] = rows["Tr"].reshape(3, 4)
+    if camera not in rows or rows[camera].size != 12:
+        raise OccLabelError(f"{path}: no '{camera}:' line with 12 numbers")
+    P = rows[camera].reshape(3, 4)
+    T_camk_from_cam0 = np.eye(4)
+    T_camk_from_cam0[:3, 3] = np.linalg.solve(P[:, :3], P[:, 3])
+    T = T_camk_from_cam0 @ Tr
+    # KITTI's Tr is rigid only to ~1e-6; re-orthonormalise the rotation so downstream checks pass
+    u, _, vt = np.linalg.svd(T[:3, :3])
+    T[:3, :3] = u @ vt
+    return T
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,10 +347,14 @@ class View:
         camera: camera name.
         T_world_from_cam: <np.float64: 4, 4> camera pose.
         points_cam: ``[N x 3]`` float32 surface points (point_stride pixels with a depth and a class).
-        labels: ``[N]`` long class ids 0-16.
+        labels: ``[N]`` long class ids.
         weights: ``[N]`` float32 vote weight = semantic confidence × point_stride².
+        point_range_w: ``[N]`` float32 range weight of each point (1 without range weighting).
         ray_ends_cam: ``[M x 3]`` float32 ray end points (ray_stride pixels with a depth, or sky).
         ray_sky: ``[M]`` bool, the ray is a sky ray (ends at sky_range_m).
+        ray_cos: ``[M]`` float32 |cos| of the angle between the ray and the surface normal at its end
+            (1 where no normal could be estimated, and for sky rays).
+        ray_range_w: ``[M]`` float32 range weight of each ray (1 for sky rays).
         mask_ends_cam: ``[L x 3]`` float32 ends of the mask_camera rays (mask_stride pixels with a depth,
             or sky), or None when the view was prepared without them (only keyframe views need them).
     """
@@ -174,8 +365,11 @@ class View:
     points_cam: torch.Tensor
     labels: torch.Tensor
     weights: torch.Tensor
+    point_range_w: torch.Tensor
     ray_ends_cam: torch.Tensor
     ray_sky: torch.Tensor
+    ray_cos: torch.Tensor
+    ray_range_w: torch.Tensor
     mask_ends_cam: torch.Tensor | None = None
 
 
@@ -190,14 +384,16 @@ def prepare_view(
     camera: str = "",
     T_world_from_cam: np.ndarray | None = None,
     with_mask: bool = True,
+    classes: ClassSet = OCC3D,
 ) -> View:
     """Camera-frame points and ray ends of one image.
 
     Args:
         depth_m: <float: h, w> metric z-depth, NaN / <= 0 where unknown (sky may be NaN or anything).
-        labels: <uint8: h, w> class ids 0-16, SKY, UNLABELED.
+        labels: <uint8: h, w> class ids of ``classes``, SKY, UNLABELED (other ids: no point, ray only).
         confidence: <float: h, w> semantic confidence in [0, 1].
         K: <float: 3, 3> intrinsics of this (h, w) image.
+        opts: resolved options (:meth:`VoxelizeOptions.resolve`).
         with_mask: also prepare the mask_camera rays (needed for views of a keyframe).
     """
     dev = torch.device(device)
@@ -212,29 +408,41 @@ def prepare_view(
         indexing="ij",
     )
     rays = torch.stack([u, v, torch.ones_like(u)], -1) @ Kinv.T  # H W 3, z = 1
-    has_depth = torch.isfinite(z) & (z > 0) & (z <= opts.max_depth_m)
     sky = lab == SKY
-    if opts.unlabeled == "others":
+    has_depth = torch.isfinite(z) & (z > 0) & (z <= opts.max_depth_m) & ~sky
+    nan = torch.full_like(z, float("nan"))
+    if opts.edge_tol > 0:
+        has_depth &= ~flying_pixels(torch.where(has_depth, z, nan), opts.edge_tol)
+    if opts.range_weight_m > 0:
+        range_w = 1.0 / (1.0 + (torch.nan_to_num(z, nan=0.0) / opts.range_weight_m) ** 2)
+    else:
+        range_w = torch.ones_like(z)
+    if opts.unlabeled == "others" and 0 in classes.names:
         lab = torch.where(lab == UNLABELED, torch.zeros_like(lab), lab)
+    is_class = torch.as_tensor(classes.is_class(), device=dev)
 
     ps = opts.point_stride
     zp, lp, cp, rp = z[::ps, ::ps], lab[::ps, ::ps], conf[::ps, ::ps], rays[::ps, ::ps]
-    sel = has_depth[::ps, ::ps] & (lp < OCC3D_NUM_SEMANTIC) & ~sky[::ps, ::ps]
+    sel = has_depth[::ps, ::ps] & is_class[lp]
     points = rp[sel] * zp[sel][:, None]
     weights = cp[sel].clamp(0, 1) * float(ps * ps)
+    cos = surface_cos(torch.where(has_depth, z, nan), rays, opts.normal_step)
 
-    def ray_ends(stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def ray_ends(stride: int) -> tuple[torch.Tensor, ...]:
         zr, rr, skr = z[::stride, ::stride], rays[::stride, ::stride], sky[::stride, ::stride]
-        cast = (has_depth[::stride, ::stride] & ~skr) | skr
-        dirs = rr[cast]
+        cast = has_depth[::stride, ::stride] | skr
+        dirs, sk = rr[cast], skr[cast]
         ends = torch.where(
-            skr[cast][:, None],
+            sk[:, None],
             dirs / dirs.norm(dim=-1, keepdim=True) * opts.sky_range_m,
             dirs * torch.nan_to_num(zr[cast], nan=0.0)[:, None],
         )
-        return ends, skr[cast]
+        one = torch.ones_like(ends[:, 0])
+        c = torch.where(sk, one, cos[::stride, ::stride][cast])
+        w = torch.where(sk, one, range_w[::stride, ::stride][cast])
+        return ends, sk, c, w
 
-    ends, ray_sky = ray_ends(opts.ray_stride)
+    ends, ray_sky, ray_cos, ray_w = ray_ends(opts.ray_stride)
     mask_ends = ray_ends(opts.mask_stride)[0] if with_mask else None
     return View(
         frame=frame,
@@ -243,10 +451,110 @@ def prepare_view(
         points_cam=points,
         labels=lp[sel],
         weights=weights,
+        point_range_w=range_w[::ps, ::ps][sel],
         ray_ends_cam=ends,
         ray_sky=ray_sky,
+        ray_cos=ray_cos,
+        ray_range_w=ray_w,
         mask_ends_cam=mask_ends,
     )
+
+
+def flying_pixels(depth_m: torch.Tensor, tol: float, ramp_ratio: float = 1.3) -> torch.Tensor:
+    """Pixels on blurred depth discontinuities ("flying pixels" between a foreground and its background).
+
+    Inverse depth of a planar surface is affine in the pixel coordinates at any slant (the road at grazing
+    angles included); a blurred occlusion boundary is a short steep ramp between two surfaces. Along rows
+    and along columns, a pixel is flagged when (a) its inverse depth changes by more than ``tol`` of itself
+    per pixel over ±1 px, ``ramp_ratio`` times faster than over ±3 px (the middle of a ramp), or (b) it lies
+    strictly between its neighbours ±k px (k = 1, 2) and bends by more than ``3 tol`` of itself there (the
+    ends of a ramp). Local extrema are kept: a pole or a trunk a few pixels wide is a bump, not a ramp.
+
+    Args:
+        depth_m: ``[H x W]`` float32 z-depth, NaN where unknown (NaN neighbours count as inverse depth 0,
+            "infinitely far": the rim of an object against the sky is tested like any other boundary).
+        tol: relative slope per pixel (0.1 keeps a few percent of per-pixel noise).
+    Returns:
+        ``[H x W]`` bool.
+    """
+    inv = torch.nan_to_num(1.0 / depth_m, nan=0.0, posinf=0.0)
+    H, W = inv.shape
+    pad = torch.nn.functional.pad(inv[None, None], (3, 3, 3, 3), mode="replicate")[0, 0]
+    c = inv
+
+    def nb(dv: int, du: int) -> torch.Tensor:
+        return pad[3 + dv : 3 + dv + H, 3 + du : 3 + du + W]
+
+    flag = torch.zeros_like(c, dtype=torch.bool)
+    for av, au in ((0, 1), (1, 0)):
+        s1 = (nb(av, au) - nb(-av, -au)).abs() / 2
+        s3 = (nb(3 * av, 3 * au) - nb(-3 * av, -3 * au)).abs() / 6
+        flag |= (s1 > tol * c) & (s1 > ramp_ratio * s3)
+        for k in (1, 2):
+            a, b = nb(k * av, k * au), nb(-k * av, -k * au)
+            between = (torch.minimum(a, b) < c) & (c < torch.maximum(a, b))
+            flag |= between & ((a + b - 2 * c).abs() > 3 * tol * c)
+    return flag & (c > 0)
+
+
+def surface_cos(depth_m: torch.Tensor, rays: torch.Tensor, step: int = 2) -> torch.Tensor:
+    """|cos| of the angle between each pixel's viewing ray and the surface normal, from the depth map.
+
+    The normal is the cross product of the differences of the back-projected points along rows and columns
+    (central over ``step`` px each side; one-sided where a neighbour has no depth, at borders, edges and
+    next to the sky).
+
+    Args:
+        depth_m: ``[H x W]`` float32 z-depth, NaN where unknown.
+        rays: ``[H x W x 3]`` float32 ray directions with z = 1 (camera frame).
+        step: pixel step of the central differences.
+    Returns:
+        ``[H x W]`` float32 in [0, 1]; 1 where no normal can be formed (treated as frontal).
+    """
+    P = rays * depth_m[..., None]
+
+    def diff(dim: int) -> torch.Tensor:
+        # central difference over ±step px; one-sided (forward, then backward) where a neighbour is missing
+        n = P.shape[dim]
+        out = torch.full_like(P, float("nan"))
+        if n <= step:
+            return out
+        fwd = P.narrow(dim, step, n - step) - P.narrow(dim, 0, n - step)  # at 0 .. n-step-1
+        f = torch.full_like(P, float("nan"))
+        b = torch.full_like(P, float("nan"))
+        f.narrow(dim, 0, n - step).copy_(fwd)
+        b.narrow(dim, step, n - step).copy_(fwd)
+        if n > 2 * step:
+            out.narrow(dim, step, n - 2 * step).copy_(
+                P.narrow(dim, 2 * step, n - 2 * step) - P.narrow(dim, 0, n - 2 * step)
+            )
+        out = torch.where(torch.isfinite(out), out, f)
+        return torch.where(torch.isfinite(out), out, b)
+
+    du, dv = diff(1), diff(0)
+    n = torch.nn.functional.normalize(torch.cross(du, dv, dim=-1), dim=-1)
+    c = (n * torch.nn.functional.normalize(rays, dim=-1)).sum(-1).abs()
+    return torch.where(torch.isfinite(c), c, torch.ones_like(c))
+
+
+def grid_pose(
+    opts: VoxelizeOptions, T_world_from_ego: np.ndarray, T_world_from_cam: np.ndarray | None
+) -> np.ndarray:
+    """``T_ego_from_grid`` <np.float64: 4, 4> of one keyframe (identity for grids in the ego frame).
+
+    Args:
+        T_world_from_ego: the keyframe's ego pose; T_world_from_cam: the pose of ``opts.grid_camera`` at
+            the keyframe (needed only when the grid is placed relative to a camera).
+    """
+    if opts.grid_camera is not None:
+        if T_world_from_cam is None:
+            raise OccLabelError(f"voxelize: grid camera {opts.grid_camera!r} has no image at this keyframe")
+        return (
+            invert_rigid(T_world_from_ego) @ T_world_from_cam @ np.asarray(opts.T_cam_from_grid, np.float64)
+        )
+    if opts.T_ego_from_grid is not None:
+        return np.asarray(opts.T_ego_from_grid, np.float64)
+    return np.eye(4)
 
 
 def fuse_keyframe(
@@ -256,32 +564,41 @@ def fuse_keyframe(
     grid: VoxelGrid,
     opts: VoxelizeOptions,
     device: torch.device | str = "cpu",
+    classes: ClassSet = OCC3D,
+    T_ego_from_grid: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Fuse prepared views into the voxel labels of one keyframe (see the module docstring).
 
     Args:
         views: the window's views (their ``frame`` relative to ``key_frame`` decides static/moving use).
         key_frame: position of the keyframe in the scene.
-        T_world_from_egokey: <float64: 4, 4> the keyframe's ego pose; the grid lives in its ego frame
-            (or in the frame ``opts.T_ego_from_grid`` places there).
+        T_world_from_egokey: <float64: 4, 4> the keyframe's ego pose.
+        opts: resolved options (:meth:`VoxelizeOptions.resolve`).
+        classes: the class set (vote ids, free id, default moving classes).
+        T_ego_from_grid: <float64: 4, 4> the grid's frame in that ego frame (default:
+            ``opts.T_ego_from_grid`` or identity).
     Returns:
         numpy arrays over the grid (X, Y, Z): semantics uint8, mask_camera bool, confidence uint8,
-        hits uint16, passes uint16; and "stats" (points, rays, samples counted).
+        hits uint16, passes uint16; "T_ego_from_grid" <4, 4>; and "stats" (points, rays, samples counted).
     """
     dev = torch.device(device)
     shape = grid.shape
     V = shape[0] * shape[1] * shape[2]
-    NC = OCC3D_NUM_SEMANTIC
+    NC = classes.size
+    moving = classes.moving if opts.moving_classes is None else opts.moving_classes
     moving_lut = torch.zeros(256, dtype=torch.bool, device=dev)
-    if opts.moving_classes:
-        moving_lut[list(opts.moving_classes)] = True
-    T_grid_from_world = invert_rigid(T_world_from_egokey)
-    if opts.T_ego_from_grid is not None:
-        T_grid_from_world = invert_rigid(np.asarray(opts.T_ego_from_grid, np.float64)) @ T_grid_from_world
+    if moving:
+        moving_lut[list(moving)] = True
+    if T_ego_from_grid is None:
+        T_ego_from_grid = grid_pose(opts, T_world_from_egokey, None) if opts.grid_camera is None else None
+        if T_ego_from_grid is None:
+            raise ValueError("fuse_keyframe: a camera-placed grid needs T_ego_from_grid")
+    T_ego_from_grid = np.asarray(T_ego_from_grid, np.float64)
+    T_grid_from_world = invert_rigid(T_ego_from_grid) @ invert_rigid(T_world_from_egokey)
 
-    pts, labs, wts, near_pt, key_pt, mask_o, mask_e = [], [], [], [], [], [], []
-    rays: dict[str, tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = {
-        g: ([], [], []) for g in ("key", "near", "far")
+    pts, labs, wts, rws, near_pt, key_pt, mask_o, mask_e = ([] for _ in range(8))
+    rays: dict[str, tuple[list[torch.Tensor], ...]] = {
+        g: ([], [], [], [], []) for g in ("key", "near", "far")
     }
     for v in views:
         dt = abs(v.frame - key_frame)
@@ -291,13 +608,15 @@ def fuse_keyframe(
         pts.append(v.points_cam @ R.T + t)
         labs.append(v.labels)
         wts.append(v.weights)
+        rws.append(v.point_range_w)
         near_pt.append(torch.full((n,), dt <= opts.moving_window, dtype=torch.bool, device=dev))
         key_pt.append(torch.full((n,), dt == 0, dtype=torch.bool, device=dev))
         group = "key" if dt == 0 else ("near" if dt <= opts.moving_window else "far")
         ends = v.ray_ends_cam @ R.T + t
-        rays[group][0].append(t.expand_as(ends))
-        rays[group][1].append(ends)
-        rays[group][2].append(v.ray_sky)
+        for lst, x in zip(
+            rays[group], (t.expand_as(ends), ends, v.ray_sky, v.ray_cos, v.ray_range_w), strict=True
+        ):
+            lst.append(x)
         if dt == 0:
             if v.mask_ends_cam is None:
                 raise ValueError(f"view {v.camera}/{v.frame} of the keyframe was prepared without mask rays")
@@ -306,39 +625,50 @@ def fuse_keyframe(
             mask_e.append(me)
 
     counts = torch.zeros(V, dtype=torch.long, device=dev)
-    votes = torch.zeros(V * NC, dtype=torch.float32, device=dev)
+    evidence = torch.zeros(V, dtype=torch.float32, device=dev)  # confidence-weighted points
+    votes = torch.zeros(V * NC, dtype=torch.float32, device=dev)  # confidence x range weight, per class
     seen = torch.zeros(V, dtype=torch.bool, device=dev)
     n_points = 0
     if pts:
-        p = torch.cat(pts)
-        lab = torch.cat(labs)
-        w = torch.cat(wts)
-        near = torch.cat(near_pt)
-        key = torch.cat(key_pt)
+        p, lab, w, rw = torch.cat(pts), torch.cat(labs), torch.cat(wts), torch.cat(rws)
+        near, key = torch.cat(near_pt), torch.cat(key_pt)
         idx, valid = points_to_voxels(p, grid)
         flat = flat_index(idx, shape)
         use = valid & (~moving_lut[lab] | near)
         n_points = int(use.sum())
         counts += torch.bincount(flat[use], minlength=V)
-        votes.index_add_(0, flat[use] * NC + lab[use], w[use])
+        evidence.index_add_(0, flat[use], w[use])
+        votes.index_add_(0, flat[use] * NC + lab[use], w[use] * rw[use])
         seen[flat[valid & key]] = True
     votes = votes.view(V, NC)
 
-    passes_static = torch.zeros(V, dtype=torch.long, device=dev)
-    passes_moving = torch.zeros(V, dtype=torch.long, device=dev)
+    # free-space passes: raw (stored) and range-weighted (the occupancy test), all rays and moving-window rays
+    passes_raw = torch.zeros(V, dtype=torch.float32, device=dev)
+    passes_static = torch.zeros(V, dtype=torch.float32, device=dev)
+    passes_moving = torch.zeros(V, dtype=torch.float32, device=dev)
     n_rays = n_samples = 0
-    for group, (origins, ends, sky) in rays.items():
-        if not origins:
+    vs = grid.voxel_size
+    for group, parts in rays.items():
+        if not parts[0]:
             continue
-        o, e, s = torch.cat(origins), torch.cat(ends), torch.cat(sky)
+        o, e, sky, cos, ray_w = (torch.cat(x) for x in parts)
         n_rays += o.shape[0]
-        if opts.stop_frac > 0:
-            e_free = torch.where(s[:, None], e, o + (e - o) * (1.0 - opts.stop_frac))
-        else:
-            e_free = e
-        for chunk in ray_free_samples(o, e_free, grid, step_fraction=opts.step_fraction, chunk=opts.chunk):
+        # free length: short of the point by stop_frac of the length plus the clearance along the normal
+        length = (e - o).norm(dim=-1)
+        stop = torch.clamp(opts.clearance * vs / cos.clamp(min=0.02), min=vs) + opts.stop_frac * length
+        frac = torch.where(sky, torch.ones_like(length), (1 - stop / length.clamp(min=1e-9)).clamp(min=0))
+        for chunk, ray in ray_free_samples(
+            o,
+            o + (e - o) * frac[:, None],
+            grid,
+            step_fraction=opts.step_fraction,
+            stop_before=0.0,
+            chunk=opts.chunk,
+            return_rays=True,
+        ):
             n_samples += chunk.numel()
-            b = torch.bincount(chunk, minlength=V)
+            passes_raw += torch.bincount(chunk, minlength=V)
+            b = torch.bincount(chunk, weights=ray_w[ray], minlength=V)
             passes_static += b
             if group != "far":
                 passes_moving += b
@@ -353,17 +683,19 @@ def fuse_keyframe(
             seen[chunk] = True
 
     pass_w = opts.step_fraction * opts.ray_stride**2
-    evidence = votes.sum(1)
+    weighted = votes.sum(1)
     best_votes, best = votes.max(1)
-    passes = torch.where(moving_lut[best], passes_moving, passes_static).float() * pass_w
-    occupied = (evidence >= opts.min_hits) & (evidence >= opts.occ_ratio * passes) & (evidence > 0)
-    passes_s = passes_static.float() * pass_w
-    free = ~occupied & ((passes_static > 0) | seen)
+    passes = torch.where(moving_lut[best], passes_moving, passes_static) * pass_w
+    occupied = (evidence >= opts.min_hits) & (weighted >= opts.occ_ratio * passes) & (evidence > 0)
+    passes_out = passes_raw * pass_w
+    free = ~occupied & ((passes_raw > 0) | seen)
 
-    semantics = torch.where(occupied, best, torch.full_like(best, FREE))
-    pix = counts.float() * float(opts.point_stride**2)
-    conf_occ = best_votes / pix.clamp(min=1e-9)
-    conf_free = passes_s / (passes_s + evidence).clamp(min=1e-9)
+    semantics = torch.where(occupied, best, torch.full_like(best, classes.free))
+    # winning share of the votes x mean confidence of the points
+    mean_conf = evidence / (counts.float() * opts.point_stride**2).clamp(min=1e-9)
+    conf_occ = best_votes / weighted.clamp(min=1e-9) * mean_conf
+    passes_w = passes_static * pass_w
+    conf_free = passes_w / (passes_w + weighted).clamp(min=1e-9)
     confidence = torch.where(occupied, conf_occ, torch.where(free, conf_free, torch.zeros_like(conf_free)))
 
     def out(x: torch.Tensor, dtype) -> np.ndarray:
@@ -374,7 +706,8 @@ def fuse_keyframe(
         "mask_camera": out(seen, bool),
         "confidence": out((confidence.clamp(0, 1) * 255).round(), np.uint8),
         "hits": out(counts.clamp(max=65535), np.uint16),
-        "passes": out(torch.where(passes_s > 0, passes_s.round().clamp(1, 65535), 0.0), np.uint16),
+        "passes": out(torch.where(passes_out > 0, passes_out.round().clamp(1, 65535), 0.0), np.uint16),
+        "T_ego_from_grid": T_ego_from_grid,
         "stats": {
             "points": n_points,
             "rays": n_rays,
@@ -392,15 +725,50 @@ def fuse_keyframe(
 
 
 class _ViewSource:
-    """Prepared views of one scene, kept while keyframe windows need them."""
+    """Prepared views of one scene, kept while keyframe windows need them.
 
-    def __init__(self, cache: Cache, scene: str, opts: VoxelizeOptions, device: torch.device):
-        self.cache, self.scene, self.opts, self.device = cache, scene, opts, device
+    Depth comes from the cache (calibrated) or the dataset's ground truth, and so do the semantics
+    (``SOURCES[opts.source]``); ground-truth maps are resized to the cache's working resolution with
+    nearest-neighbour, and GT semantics have confidence 1.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        scene: str,
+        opts: VoxelizeOptions,
+        device: torch.device,
+        classes: ClassSet,
+        depth_key: str | None = None,
+        semantics_key: str | None = None,
+        dataset=None,
+    ):
+        self.cache, self.scene, self.opts, self.device, self.classes = cache, scene, opts, device, classes
+        self.depth_from, self.sem_from = SOURCES[opts.source]
+        self.depth_key, self.semantics_key = depth_key, semantics_key
         self.cameras = cache.cameras(scene)
         self.keyframes = {t for t, k in enumerate(cache.scene_meta(scene)["keyframes"]) if k}
         self.geometry = {cam: cache.geometry(scene, cam) for cam in self.cameras}
         self._views: dict[tuple[str, int], View | None] = {}
         self.skipped: dict[str, int] = {}
+        if self.depth_from == "cache":
+            self.space, self.cal, self.depth_done = {}, {}, {}
+            for cam in self.cameras:
+                self.space[cam] = cache.depth_attrs(scene, cam, depth_key).get("space", "disparity")
+                if not cache.has_calibration(scene, cam, depth_key):
+                    raise StoreError(
+                        f"{cache.path}: {scene}/{cam} depth {depth_key!r} is not calibrated; run calibrate-depth first"
+                    )
+                self.cal[cam] = cache.read_calibration(scene, cam, depth_key)
+                self.depth_done[cam] = cache.depth_done(scene, cam, depth_key)
+        if self.sem_from == "cache":
+            self.sem_done = {cam: cache.semantics_done(scene, cam, semantics_key) for cam in self.cameras}
+        if "gt" in (self.depth_from, self.sem_from):
+            self.frames = dataset.scene(scene).frames
+            if [f.token for f in self.frames] != list(cache.scene_meta(scene)["tokens"]):
+                raise StoreError(
+                    f"{cache.path}: scene {scene!r} has other frames than the dataset; re-run extract-2d"
+                )
 
     def _skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
@@ -422,11 +790,45 @@ class _ViewSource:
         for k in [k for k in self._views if k[1] < t0]:
             del self._views[k]
 
-    def _load(self, cam: str, t: int) -> View | None:
-        raise NotImplementedError
+    def _gt_image(self, cam: str, t: int, what: str):
+        im = self.frames[t].images.get(cam)
+        if im is None or getattr(im, f"{what}_path") is None:
+            raise OccLabelError(
+                f"voxelize source={self.opts.source!r}: {self.scene}/{self.frames[t].token}/{cam} has no "
+                f"ground-truth {what} in the dataset"
+            )
+        return im
 
-    def _view(self, cam: str, t: int, depth: np.ndarray, labels: np.ndarray, conf: np.ndarray) -> View:
-        """Prepare frame ``t`` of ``cam`` from its metric depth, labels and confidence <float32: h, w>."""
+    def _load(self, cam: str, t: int) -> View | None:
+        from occlabel.datasets.base import load_depth_m, load_semantics
+
+        h, w = (
+            self.cache.camera_meta(self.scene, cam)["height"],
+            self.cache.camera_meta(self.scene, cam)["width"],
+        )
+        if self.depth_from == "cache":
+            cal = self.cal[cam]
+            if not self.depth_done[cam][t]:
+                self._skip("not extracted")
+                return None
+            if not cal["done"][t]:
+                self._skip("not calibrated")
+                return None
+        if self.sem_from == "cache" and not self.sem_done[cam][t]:
+            self._skip("not extracted")
+            return None
+        if self.depth_from == "cache":
+            rel = self.cache.read_depth(self.scene, cam, self.depth_key, t)
+            depth = depth_from_relative(
+                rel, float(cal["scale"][t]), float(cal["shift"][t]), self.space[cam], self.opts.max_depth_m
+            )
+        else:
+            depth = resize_nearest(load_depth_m(self._gt_image(cam, t, "depth").depth_path), h, w)
+        if self.sem_from == "cache":
+            labels, conf = self.cache.read_semantics(self.scene, cam, self.semantics_key, t)
+        else:
+            labels = resize_nearest(load_semantics(self._gt_image(cam, t, "semantics").semantics_path), h, w)
+            conf = np.ones((h, w), np.float32)
         g = self.geometry[cam]
         return prepare_view(
             depth,
@@ -439,73 +841,8 @@ class _ViewSource:
             cam,
             g["T_world_from_cam"][t],
             with_mask=t in self.keyframes,
+            classes=self.classes,
         )
-
-
-class _CacheViews(_ViewSource):
-    """Calibrated metric depth and semantics from the cache."""
-
-    def __init__(self, cache, scene, opts, device, depth_key: str, semantics_key: str):
-        super().__init__(cache, scene, opts, device)
-        self.depth_key, self.semantics_key = depth_key, semantics_key
-        self.space, self.cal, self.depth_done, self.sem_done = {}, {}, {}, {}
-        for cam in self.cameras:
-            self.space[cam] = cache.depth_attrs(scene, cam, depth_key).get("space", "disparity")
-            if not cache.has_calibration(scene, cam, depth_key):
-                raise StoreError(
-                    f"{cache.path}: {scene}/{cam} depth {depth_key!r} is not calibrated; run calibrate-depth first"
-                )
-            self.cal[cam] = cache.read_calibration(scene, cam, depth_key)
-            self.depth_done[cam] = cache.depth_done(scene, cam, depth_key)
-            self.sem_done[cam] = cache.semantics_done(scene, cam, semantics_key)
-
-    def _load(self, cam: str, t: int) -> View | None:
-        if not (self.depth_done[cam][t] and self.sem_done[cam][t]):
-            self._skip("not extracted")
-            return None
-        cal = self.cal[cam]
-        if not cal["done"][t]:
-            self._skip("not calibrated")
-            return None
-        rel = self.cache.read_depth(self.scene, cam, self.depth_key, t)
-        depth = depth_from_relative(
-            rel, float(cal["scale"][t]), float(cal["shift"][t]), self.space[cam], self.opts.max_depth_m
-        )
-        labels, conf = self.cache.read_semantics(self.scene, cam, self.semantics_key, t)
-        return self._view(cam, t, depth, labels, conf)
-
-
-class _GTViews(_ViewSource):
-    """Ground-truth depth and 2D semantics from the dataset, resized to the cache's working resolution."""
-
-    def __init__(self, cache, scene, opts, device, dataset):
-        super().__init__(cache, scene, opts, device)
-        self.frames = dataset.scene(scene).frames
-        tokens = cache.scene_meta(scene)["tokens"]
-        if [f.token for f in self.frames] != list(tokens):
-            raise StoreError(
-                f"{cache.path}: scene {scene!r} has other frames than the dataset; re-run extract-2d"
-            )
-        self.size = {
-            cam: (cache.camera_meta(scene, cam)["height"], cache.camera_meta(scene, cam)["width"])
-            for cam in self.cameras
-        }
-
-    def _load(self, cam: str, t: int) -> View | None:
-        from occlabel.datasets.base import load_depth_m, load_semantics
-
-        im = self.frames[t].images.get(cam)
-        if im is None:
-            return None
-        if im.depth_path is None or im.semantics_path is None:
-            raise OccLabelError(
-                f"voxelize source='gt': {self.scene}/{self.frames[t].token}/{cam} has no ground-truth "
-                f"{'depth' if im.depth_path is None else 'semantics'} in the dataset"
-            )
-        h, w = self.size[cam]
-        depth = resize_nearest(load_depth_m(im.depth_path), h, w)
-        labels = resize_nearest(load_semantics(im.semantics_path), h, w)
-        return self._view(cam, t, depth, labels, np.ones((h, w), np.float32))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -530,15 +867,16 @@ def run(
     """Voxelize every keyframe of ``scenes`` (default all) of a calibrated cache into LABELS.zarr ``out``.
 
     Args:
-        cache_path: CACHE.zarr (or an open Cache) with extract-2d and calibrate-depth done
-            (``source="gt"`` needs only its scenes and geometry, and the dataset's GT depth/semantics).
+        cache_path: CACHE.zarr (or an open Cache) with extract-2d and calibrate-depth done (``source``
+            "gt" needs only its scenes and geometry, and the dataset's GT depth and semantics).
         out: labels store to write; resumed when it exists (done samples are skipped) unless ``overwrite``.
-        grid: preset name (conventions.GRIDS) or a VoxelGrid.
+        grid: preset name (conventions.GRIDS) or a VoxelGrid (any range and voxel size).
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:N".
         depth_key, semantics_key: cache results to use (default: the cache's defaults).
         window: frames each side of the keyframe fused for static classes.
         min_hits: minimum evidence of an occupied voxel (confidence-weighted pixels).
-        options: the other fields of VoxelizeOptions (source, moving_window, occ_ratio, ray_stride, ...).
+        options: the other fields of VoxelizeOptions (source, classes, moving_window, occ_ratio,
+            ray_stride, T_ego_from_grid, grid_camera, T_cam_from_grid, ...).
     Returns:
         ``out`` as a Path.
     """
@@ -548,27 +886,41 @@ def run(
             grid = get_grid(grid)
         except KeyError as e:
             raise OccLabelError(str(e.args[0])) from None
-    if grid.frame != "ego" and opts.T_ego_from_grid is None:
-        raise OccLabelError(
-            f"voxelize: grid {grid.name!r} lives in the {grid.frame!r} frame; pass T_ego_from_grid (4x4) to place it"
-        )
     cache = cache_path if isinstance(cache_path, Cache) else open_cache(cache_path)
     dev = resolve_device(device)
-    dataset = None
-    if opts.source == "cache":
-        depth_key = cache.resolve_key("depth", depth_key)
-        semantics_key = cache.resolve_key("semantics", semantics_key)
-    else:
-        depth_key = semantics_key = None
-        dataset = cache.open_dataset()
+    depth_from, sem_from = SOURCES[opts.source]
+    depth_key = cache.resolve_key("depth", depth_key) if depth_from == "cache" else None
+    semantics_key = cache.resolve_key("semantics", semantics_key) if sem_from == "cache" else None
+    # a sensor grid without an explicit pose sits on each keyframe's LiDAR (the dataset's T_ego_from_lidar)
+    lidar_grid = grid.frame != "ego" and opts.T_ego_from_grid is None and opts.grid_camera is None
+    dataset = cache.open_dataset() if "gt" in (depth_from, sem_from) or lidar_grid else None
     names = list(scenes) if scenes else cache.scenes()
     for s in names:
         cache.scene_meta(s)  # raises a StoreError naming the scene when missing
+    if lidar_grid:
+        for s in names:
+            keyframes = [f for f in dataset.scene(s).frames if f.keyframe]
+            missing = [f.token for f in keyframes if f.T_ego_from_lidar is None]
+            if missing:
+                raise OccLabelError(
+                    f"voxelize: grid {grid.name!r} lives in the {grid.frame!r} (LiDAR) frame, but keyframe "
+                    f"{s}/{missing[0]} has no T_ego_from_lidar in the dataset; place the grid with "
+                    "T_ego_from_grid (4x4) or grid_camera + T_cam_from_grid (CLI: --grid-pose, --grid-camera)"
+                )
+    if opts.grid_camera is not None:
+        for s in names:
+            if opts.grid_camera not in cache.cameras(s):
+                raise OccLabelError(
+                    f"voxelize: grid camera {opts.grid_camera!r} is not a camera of scene {s!r} "
+                    f"(has: {', '.join(cache.cameras(s))})"
+                )
+    classes = resolve_classes(opts, cache, names[0] if names else None, semantics_key)
 
     writer = LabelsWriter.create(
         out,
         grid,
         {
+            "classes": classes.to_dict(),
             "cache": str(Path(cache.path).resolve()),
             "source": opts.source,
             "depth_key": depth_key,
@@ -606,16 +958,20 @@ def run(
         T = len(smeta["tokens"])
         keys = [t for t, k in enumerate(smeta["keyframes"]) if k]
         T_we = cache.root[s]["T_world_from_ego"][:]
-        if opts.source == "cache":
-            src: _ViewSource = _CacheViews(cache, s, opts, dev, depth_key, semantics_key)
-        else:
-            src = _GTViews(cache, s, opts, dev, dataset)
+        src = _ViewSource(cache, s, opts, dev, classes, depth_key, semantics_key, dataset)
         for n, i in enumerate(indices):
             tk = keys[i]
             t0 = time.perf_counter()
             views = src.views(range(max(0, tk - opts.window), min(T, tk + opts.window + 1)))
             t1 = time.perf_counter()
-            res = fuse_keyframe(views, tk, T_we[tk], grid, opts, dev)
+            if lidar_grid:
+                T_eg = np.asarray(dataset.scene(s).frames[tk].T_ego_from_lidar, np.float64)
+            else:
+                T_wc = None
+                if opts.grid_camera is not None and src.geometry[opts.grid_camera]["present"][tk]:
+                    T_wc = src.geometry[opts.grid_camera]["T_world_from_cam"][tk]
+                T_eg = grid_pose(opts, T_we[tk], T_wc)
+            res = fuse_keyframe(views, tk, T_we[tk], grid, opts, dev, classes=classes, T_ego_from_grid=T_eg)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             t2 = time.perf_counter()
@@ -653,4 +1009,17 @@ def run(
     return Path(out)
 
 
-__all__ = ["run", "VoxelizeOptions", "View", "prepare_view", "fuse_keyframe"]
+__all__ = [
+    "SOURCES",
+    "View",
+    "VoxelizeOptions",
+    "flying_pixels",
+    "fuse_keyframe",
+    "grid_pose",
+    "kitti_T_cam_from_velo",
+    "prepare_view",
+    "read_matrix",
+    "resolve_classes",
+    "run",
+    "surface_cos",
+]

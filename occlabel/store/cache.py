@@ -16,9 +16,13 @@ Schema (Zarr v3; docs/storage.md is the authoritative description)::
             done           (T,)   bool
             calibration/                attrs["occlabel"]: method, options
               scale, shift (T,)   float32  1/depth_m = scale*disparity + shift (or depth_m = scale*d + shift)
-              loss         (T,)   float32  final photometric loss
+              loss         (T,)   float32  final photometric loss (NaN: no photometric fit)
               valid_frac   (T,)   float32  fraction of pixels that entered the loss
               flags        (T,)   uint8    bit flags, see FLAGS
+              cue          (T,)   uint8    which cue decided, see CALIBRATION_CUES
+              ground_scale, ground_shift (T,) float32  the ground-plane cue's own fit (NaN: none)
+              ground_inliers (T,) float32  inlier fraction of the ground pixels under that fit
+              ground_ratio (T,)   float32  median over ground pixels of depth(photometric) / depth(ground)
               done         (T,)   bool
           semantics/<key>/              attrs["occlabel"]: model, vocabulary
             labels         (T,h,w) uint8   class ids, SKY, UNLABELED
@@ -61,6 +65,23 @@ FLAGS = {
     "not_converged": 4,  # optimisation did not settle
     "fallback": 8,  # values come from the scene prior / another cue, not this frame's own fit
     "cue_disagreement": 16,  # label-free cues disagree beyond tolerance
+}
+
+#: per-frame cue codes of ``calibration/cue`` (occlabel.stages.calibrate_depth.CUES): which cue decided
+CALIBRATION_CUES = {"none": 0, "photometric": 1, "overlap": 2, "ground": 3, "prior": 4}
+
+#: per-frame calibration arrays: name -> (dtype, fill value)
+CALIBRATION_ARRAYS = {
+    "scale": ("float32", 0),
+    "shift": ("float32", 0),
+    "loss": ("float32", 0),
+    "valid_frac": ("float32", 0),
+    "flags": ("uint8", 0),
+    "cue": ("uint8", 0),  # CALIBRATION_CUES
+    "ground_scale": ("float32", float("nan")),  # the ground cue's own fit (NaN: none)
+    "ground_shift": ("float32", float("nan")),
+    "ground_inliers": ("float32", 0),  # inlier fraction of the ground pixels under that fit
+    "ground_ratio": ("float32", float("nan")),  # median depth(photometric) / depth(ground) on ground pixels
 }
 
 
@@ -333,21 +354,22 @@ class Cache:
     def write_calibration(
         self, scene: str, camera: str, arrays: dict[str, np.ndarray], attrs: dict, key: str | None = None
     ) -> None:
-        """Write per-frame calibration arrays (scale, shift, loss, valid_frac, flags: each (T,)), then done."""
+        """Write per-frame calibration arrays (each (T,)), then done.
+
+        Required: scale, shift, loss, valid_frac, flags; optional (written when given): cue and the ground
+        cue's ground_scale, ground_shift, ground_inliers, ground_ratio (see :data:`CALIBRATION_ARRAYS`).
+        """
         g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
         T = len(self.scene_meta(scene)["tokens"])
         cal = g.require_group("calibration")
         write_meta(cal, attrs)
-        dtypes = {
-            "scale": "float32",
-            "shift": "float32",
-            "loss": "float32",
-            "valid_frac": "float32",
-            "flags": "uint8",
-        }
-        for name, dt in dtypes.items():
-            a = create_or_open_array(cal, name, (T,), dt, chunks=(T,), fill_value=0)
-            a[:] = np.asarray(arrays[name], dt)
+        missing = [k for k in ("scale", "shift", "loss", "valid_frac", "flags") if k not in arrays]
+        if missing:
+            raise StoreError(f"{self.path}: write_calibration needs {', '.join(missing)}")
+        for name, (dt, fill) in CALIBRATION_ARRAYS.items():
+            if name in arrays:
+                a = create_or_open_array(cal, name, (T,), dt, chunks=(T,), fill_value=fill)
+                a[:] = np.asarray(arrays[name], dt)
         done = create_or_open_array(cal, "done", (T,), "bool", chunks=(T,), fill_value=False)
         # frames count as calibrated where the caller says so, else wherever the depth map is done
         done[:] = np.asarray(arrays["done"] if "done" in arrays else g["done"][:], bool)
@@ -357,11 +379,16 @@ class Cache:
         return "calibration/done" in g and bool(g["calibration/done"][:].any())
 
     def read_calibration(self, scene: str, camera: str, key: str | None = None) -> dict[str, np.ndarray]:
+        """The per-frame calibration arrays, plus "attrs". Optional arrays (cue, ground_*) are present only
+        in stores that have them (calibrate-depth before method_version 2 wrote none)."""
         g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
         if "calibration" not in g:
             raise StoreError(f"{self.path}: {scene}/{camera} is not calibrated; run calibrate-depth first")
         cal = g["calibration"]
         out = {k: cal[k][:] for k in ("scale", "shift", "loss", "valid_frac", "flags", "done")}
+        for k in CALIBRATION_ARRAYS:
+            if k not in out and k in cal:
+                out[k] = cal[k][:]
         out["attrs"] = read_meta(cal)
         return out
 
@@ -420,4 +447,12 @@ def open_cache(path: str | Path, mode: str = "r") -> Cache:
     return Cache(root, path)
 
 
-__all__ = ["Cache", "open_cache", "depth_from_relative", "FLAGS", "META"]
+__all__ = [
+    "CALIBRATION_ARRAYS",
+    "CALIBRATION_CUES",
+    "Cache",
+    "open_cache",
+    "depth_from_relative",
+    "FLAGS",
+    "META",
+]

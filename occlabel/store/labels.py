@@ -3,18 +3,22 @@
 Schema (Zarr v3)::
 
     LABELS.zarr/                      attrs["occlabel"]: kind="labels", grid (VoxelGrid.to_dict()),
-                                      cache (absolute path of the source CACHE.zarr), source ("cache" | "gt"),
+                                      classes (ClassSet.to_dict(): name, names, free, moving),
+                                      cache (absolute path of the source CACHE.zarr), source (voxelize's),
                                       depth_key, semantics_key, options (resolved voxelize options),
                                       created, provenance (version, torch, zarr, host, time),
                                       stats (last run), evaluation (last `evaluate` results, when run)
       <scene>/                        attrs["occlabel"]: tokens (N sample tokens), frame_indices (N positions
                                       of the keyframes in the cache's scene), timestamps (N, seconds)
-        semantics        (N,X,Y,Z) uint8   Occ3D class id 0-16, 17 = free (unknown voxels are 17 too)
+        semantics        (N,X,Y,Z) uint8   class id of the store's class set; its free id (Occ3D: 17,
+                                           SemanticKITTI: 0) where free or unknown
         mask_camera      (N,X,Y,Z) bool    voxel crossed or hit by a ray of the keyframe's own cameras
         confidence       (N,X,Y,Z) uint8   0..255 ~ 0..1 (see occlabel.stages.voxelize)
         hits             (N,X,Y,Z) uint16  surface points that fell in the voxel (saturates at 65535)
         passes           (N,X,Y,Z) uint16  free-space evidence, ray-lengths in voxel units (saturates)
-        T_world_from_ego (N,4,4)   float64 keyframe ego pose; the grid lives in this ego frame
+        T_world_from_ego (N,4,4)   float64 keyframe ego pose
+        T_ego_from_grid  (N,4,4)   float64 the grid's frame in that ego frame (identity for ego grids;
+                                           a sensor grid's pose, e.g. KITTI's velodyne)
         done             (N,)      bool    written after the sample's data (resume skips done samples)
 
 N is the number of keyframes of the scene; X, Y, Z the grid's shape, arrays indexed [x, y, z]. Every
@@ -36,13 +40,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from occlabel.conventions import FREE, VoxelGrid
+from occlabel.conventions import FREE, OCC3D_MOVING, OCC3D_NAMES, OCC3D_NUM_SEMANTIC, VoxelGrid
 from occlabel.errors import StoreError
 from occlabel.store.common import (
     COMPRESSOR,
@@ -53,7 +58,86 @@ from occlabel.store.common import (
     write_meta,
 )
 
-#: voxel arrays of a scene: name -> (dtype, fill value)
+
+@dataclass(frozen=True)
+class ClassSet:
+    """The 3D classes of a labels store: which id each class has and which id means free.
+
+    Attributes:
+        name: "occ3d", "semantickitti" or a vocabulary's name.
+        names: class id -> name, for the classes (the free id is not one of them).
+        free: the id written for free and unknown voxels (Occ3D 17; SemanticKITTI 0, "empty").
+        moving: ids of classes that can move (fused only near the keyframe).
+    """
+
+    name: str
+    names: dict[int, str]
+    free: int
+    moving: tuple[int, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Length of a lookup table over every id of the set (classes and free): max id + 1."""
+        return max([*self.names, self.free]) + 1
+
+    def is_class(self) -> np.ndarray:
+        """<np.bool_: 256> true for the ids of the classes (not free, not unused ids)."""
+        lut = np.zeros(256, bool)
+        lut[list(self.names)] = True
+        return lut
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "names": {str(k): v for k, v in sorted(self.names.items())},
+            "free": self.free,
+            "moving": list(self.moving),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ClassSet:
+        """From :meth:`to_dict`'s form; ``None`` (stores written before class sets) is Occ3D."""
+        if not d:
+            return OCC3D
+        return cls(
+            name=d["name"],
+            names={int(k): str(v) for k, v in d["names"].items()},
+            free=int(d["free"]),
+            moving=tuple(int(c) for c in d.get("moving", ())),
+        )
+
+
+#: Occ3D-nuScenes: classes 0-16, 17 = free
+OCC3D = ClassSet("occ3d", dict(enumerate(OCC3D_NAMES[:OCC3D_NUM_SEMANTIC])), FREE, OCC3D_MOVING)
+#: SemanticKITTI's 19 training classes 1-19 (learning map of semantic-kitti.yaml); 0 = empty
+SEMANTICKITTI_NAMES = (
+    "empty", "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist",
+    "motorcyclist", "road", "parking", "sidewalk", "other-ground", "building", "fence", "vegetation",
+    "trunk", "terrain", "pole", "traffic-sign",
+)  # fmt: skip
+SEMANTICKITTI = ClassSet(
+    "semantickitti", dict(enumerate(SEMANTICKITTI_NAMES[1:], start=1)), 0, tuple(range(1, 9))
+)
+CLASS_SETS: dict[str, ClassSet] = {"occ3d": OCC3D, "semantickitti": SEMANTICKITTI}
+
+
+def class_set_from_vocabulary(vocab) -> ClassSet:
+    """The class set of labels made from 2D semantics in ``vocab`` (occlabel.models.vocab.Vocabulary).
+
+    The built-in vocabularies give :data:`OCC3D` and :data:`SEMANTICKITTI`; any other vocabulary keeps its
+    ids, with free = 0 when 0 is not one of its ids (SemanticKITTI's convention) and max id + 1 otherwise
+    (Occ3D's).
+    """
+    if vocab.name in CLASS_SETS and set(vocab.ids()) == set(CLASS_SETS[vocab.name].names):
+        return CLASS_SETS[vocab.name]
+    ids = vocab.ids()
+    free = 0 if 0 not in ids else max(ids) + 1
+    if free > 253:
+        raise StoreError(f"vocabulary {vocab.name!r}: no id left for free space (ids up to {max(ids)})")
+    return ClassSet(vocab.name, dict(vocab.names()), free, vocab.moving_ids())
+
+
+#: voxel arrays of a scene: name -> (dtype, fill value; the semantics fill is the class set's free id)
 VOXEL_ARRAYS: dict[str, tuple[str, Any]] = {
     "semantics": ("uint8", FREE),
     "mask_camera": ("bool", False),
@@ -77,8 +161,8 @@ class LabelsWriter:
     ) -> LabelsWriter:
         """Open ``path`` for writing, creating it with root ``meta`` (kind, grid, provenance are added).
 
-        An existing store must have been made with the same grid, source cache and options (the fields
-        ``grid``, ``cache``, ``source``, ``depth_key``, ``semantics_key``, ``options`` of ``meta``);
+        An existing store must have been made with the same grid, classes, source cache and options (the
+        fields ``grid``, ``classes``, ``cache``, ``source``, ``depth_key``, ``semantics_key``, ``options``);
         otherwise a StoreError asks for ``--overwrite`` or another ``--out``.
         """
         path = Path(path)
@@ -87,7 +171,7 @@ class LabelsWriter:
         new = {"kind": "labels", "grid": grid.to_dict(), **meta}
         new = _roundtrip_json(new)
         if old:
-            for k in ("grid", "cache", "source", "depth_key", "semantics_key", "options"):
+            for k in ("grid", "classes", "cache", "source", "depth_key", "semantics_key", "options"):
                 if k in new and old.get(k) != new[k]:
                     raise StoreError(
                         f"{path}: existing labels were made with another {k} ({old.get(k)!r}, now {new[k]!r}); "
@@ -115,6 +199,10 @@ class LabelsWriter:
     @property
     def grid(self) -> VoxelGrid:
         return VoxelGrid.from_dict(self.meta["grid"])
+
+    @property
+    def classes(self) -> ClassSet:
+        return ClassSet.from_dict(self.meta.get("classes"))
 
     def init_scene(
         self,
@@ -144,6 +232,7 @@ class LabelsWriter:
             )
         write_meta(g, smeta)
         X, Y, Z = self.grid.shape
+        free = self.classes.free
         for name, (dtype, fill) in VOXEL_ARRAYS.items():
             create_or_open_array(
                 g,
@@ -151,7 +240,7 @@ class LabelsWriter:
                 (N, X, Y, Z),
                 dtype,
                 chunks=(1, X, Y, Z),
-                fill_value=fill,
+                fill_value=free if name == "semantics" else fill,
                 compressors=COMPRESSOR,
                 dimension_names=DIMENSION_NAMES,
             )
@@ -164,6 +253,17 @@ class LabelsWriter:
             dimension_names=("sample", "row", "col"),
         )
         poses[:] = np.asarray(T_world_from_ego, np.float64).reshape(N, 4, 4)
+        new = "T_ego_from_grid" not in g
+        grid_poses = create_or_open_array(
+            g,
+            "T_ego_from_grid",
+            (N, 4, 4),
+            "float64",
+            chunks=(1, 4, 4),
+            dimension_names=("sample", "row", "col"),
+        )
+        if new:
+            grid_poses[:] = np.broadcast_to(np.eye(4), (N, 4, 4))
         create_or_open_array(
             g, "done", (N,), "bool", chunks=(1,), fill_value=False, dimension_names=("sample",)
         )
@@ -174,10 +274,15 @@ class LabelsWriter:
         return self.root[f"{scene}/done"][:]
 
     def write_sample(self, scene: str, index: int, arrays: dict[str, np.ndarray]) -> None:
-        """Write sample ``index`` of ``scene`` (every name of VOXEL_ARRAYS, each (X, Y, Z)), then mark it done."""
+        """Write sample ``index`` of ``scene``, then mark it done.
+
+        ``arrays``: every name of VOXEL_ARRAYS (each (X, Y, Z)) and optionally "T_ego_from_grid" <4, 4>
+        (default identity: the grid lives in the keyframe's ego frame).
+        """
         g = self.root[scene]
         for name, (dtype, _) in VOXEL_ARRAYS.items():
             g[name][index] = np.asarray(arrays[name]).astype(dtype, copy=False)
+        g["T_ego_from_grid"][index] = np.asarray(arrays.get("T_ego_from_grid", np.eye(4)), np.float64)
         g["done"][index] = True
 
 
@@ -188,9 +293,10 @@ class LabelsReader:
 
         {"scene": str, "token": str, "index": int (sample index within the scene),
          "frame_index": int (position of the keyframe in the cache's scene), "timestamp": float,
-         "semantics": <np.uint8: X, Y, Z> (17 = free), "mask_camera": <np.bool_: X, Y, Z>,
-         "confidence": <np.uint8: X, Y, Z> (0..255), "T_world_from_ego": <np.float64: 4, 4>,
-         "grid": VoxelGrid}
+         "semantics": <np.uint8: X, Y, Z> (the class set's ids; ``classes.free`` = free, Occ3D 17),
+         "mask_camera": <np.bool_: X, Y, Z>, "confidence": <np.uint8: X, Y, Z> (0..255),
+         "T_world_from_ego": <np.float64: 4, 4>, "T_ego_from_grid": <np.float64: 4, 4> (identity for
+         ego grids), "grid": VoxelGrid, "classes": ClassSet}
 
     plus "hits" and "passes" (<np.uint16: X, Y, Z>) when opened with ``counts=True``.
     """
@@ -202,6 +308,7 @@ class LabelsReader:
         if self.meta.get("kind") != "labels" or "grid" not in self.meta:
             raise StoreError(f"{self.path}: not an occlabel labels store")
         self.grid = VoxelGrid.from_dict(self.meta["grid"])
+        self.classes = ClassSet.from_dict(self.meta.get("classes"))
         self.counts = counts
         self._samples: list[tuple[str, int]] = []
         self._by_token: dict[str, int] = {}
@@ -261,7 +368,10 @@ class LabelsReader:
             "mask_camera": g["mask_camera"][index],
             "confidence": g["confidence"][index],
             "T_world_from_ego": g["T_world_from_ego"][index],
+            # stores written before grid poses were recorded hold ego grids only
+            "T_ego_from_grid": g["T_ego_from_grid"][index] if "T_ego_from_grid" in g else np.eye(4),
             "grid": self.grid,
+            "classes": self.classes,
         }
         if self.counts:
             out["hits"] = g["hits"][index]
@@ -290,4 +400,15 @@ def _roundtrip_json(x: Any) -> Any:
     return json.loads(json.dumps(x, default=default))
 
 
-__all__ = ["LabelsReader", "LabelsWriter", "open_labels", "VOXEL_ARRAYS"]
+__all__ = [
+    "CLASS_SETS",
+    "ClassSet",
+    "LabelsReader",
+    "LabelsWriter",
+    "OCC3D",
+    "SEMANTICKITTI",
+    "SEMANTICKITTI_NAMES",
+    "VOXEL_ARRAYS",
+    "class_set_from_vocabulary",
+    "open_labels",
+]

@@ -2,9 +2,10 @@
 
 ``synth(out, ...)`` renders scenes of a street and writes a folder dataset (``occlabel.json``) that
 ``occlabel.datasets.folder.load_folder`` reads back; ``synth_nuscenes`` (nuscenes_layout.py) and
-``synth_kitti`` (kitti_layout.py) write the same world in the nuScenes and KITTI odometry layouts. Ground truth can also be queried directly:
-``w = build_world(seed, duration)``; ``w.ego_pose(t)``, ``w.prims_at(t)``, ``w.render(make_rig(...), T, t)``,
-``w.occupancy(T_world_from_ego, grid, t)``, ``w.lidar(T, t)``.
+``synth_kitti`` (kitti_layout.py) write the same world in the nuScenes and KITTI odometry layouts,
+``synth_kitti_raw`` (kitti_raw_layout.py) in the KITTI raw layout (OXTS poses). Ground truth can also be
+queried directly: ``w = build_world(seed, duration)``; ``w.ego_pose(t)``, ``w.prims_at(t)``,
+``w.render(make_rig(...), T, t)``, ``w.occupancy(T_world_from_ego, grid, t)``, ``w.lidar(T, t)``.
 
 The world (world.py)
     A street along a smooth centreline made of straights and circular arcs (road.py): a two-lane road
@@ -61,6 +62,7 @@ for any torch thread count; ``synth`` renders on one thread by default, see its 
 from __future__ import annotations
 
 from occlabel.datasets.synthetic.kitti_layout import synth_kitti
+from occlabel.datasets.synthetic.kitti_raw_layout import synth_kitti_raw
 from occlabel.datasets.synthetic.nuscenes_layout import synth_nuscenes
 from occlabel.datasets.synthetic.occupancy import occupancy, visibility_mask
 from occlabel.datasets.synthetic.render import render_cameras, render_lidar
@@ -80,6 +82,7 @@ __all__ = [
     "render_lidar",
     "synth",
     "synth_kitti",
+    "synth_kitti_raw",
     "synth_nuscenes",
     "visibility_mask",
 ]

@@ -8,7 +8,7 @@ EXTRAS ?= dev,nuscenes,kitti
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean nuscenes kitti
+.PHONY: install test lint demo bench clean nuscenes kitti kitti-raw
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,10 @@ SEQ ?= 08
 CAMERA ?= cam2
 MODELS ?=
 NUSCENES_OUT ?= runs/nuscenes-$(VERSION)$(if $(SPLIT),-$(SPLIT))
+KITTI_GRID ?= semantickitti
 KITTI_OUT ?= runs/kitti-$(SEQ)-$(CAMERA)
+DRIVE ?=
+KITTI_RAW_OUT ?= runs/kitti-raw-$(DRIVE)-$(CAMERA)
 
 nuscenes: install
 	@test -n "$(NUSCENES)" || { echo "usage: make nuscenes NUSCENES=/path/to/nuscenes [VERSION=v1.0-mini] [SPLIT=mini_val] [SCENES=scene-0061,scene-0103] [GTS=/path/to/occ3d/gts] [MODELS='--depth-model ... --semantic-model ...']" >&2; exit 2; }
@@ -55,16 +58,30 @@ nuscenes: install
 	else echo "no $(NUSCENES)/gts (Occ3D ground truth): evaluation skipped"; fi
 
 kitti: install
-	@test -n "$(KITTI)" || { echo "usage: make kitti KITTI=/path/to/kitti/dataset SEQ=08 [CAMERA=cam2] [MODELS='--depth-model ... --semantic-model ...']" >&2; exit 2; }
+	@test -n "$(KITTI)" || { echo "usage: make kitti KITTI=/path/to/kitti/dataset SEQ=08 [CAMERA=cam2] [KITTI_GRID=semantickitti|occ3d] [MODELS='--depth-model ... --semantic-model ...']" >&2; exit 2; }
 	$(BIN)/occlabel extract-2d --dataset kitti --root "$(KITTI)" --dataset-option 'sequences="$(SEQ)"' \
 		--dataset-option cameras=$(CAMERA) $(if $(GTS),--dataset-option gts=$(GTS)) \
 		--out $(KITTI_OUT)/cache.zarr $(MODELS)
 	$(BIN)/occlabel calibrate-depth $(KITTI_OUT)/cache.zarr
-	$(BIN)/occlabel voxelize $(KITTI_OUT)/cache.zarr --out $(KITTI_OUT)/labels.zarr --grid occ3d
-	$(BIN)/occlabel export $(KITTI_OUT)/labels.zarr --format occ3d --out $(KITTI_OUT)/occ3d
-	@if [ -n "$(GTS)" ] || [ -d "$(KITTI)/gts" ]; then \
+	$(BIN)/occlabel voxelize $(KITTI_OUT)/cache.zarr --out $(KITTI_OUT)/labels.zarr --grid $(KITTI_GRID)
+	$(BIN)/occlabel export $(KITTI_OUT)/labels.zarr --format $(KITTI_GRID) --out $(KITTI_OUT)/$(KITTI_GRID)
+	@if [ "$(KITTI_GRID)" = semantickitti ] && ls "$(KITTI)"/sequences/$(SEQ)/voxels/*.label >/dev/null 2>&1; then \
 		$(BIN)/occlabel evaluate $(KITTI_OUT)/labels.zarr --json $(KITTI_OUT)/eval.json; \
-	else echo "no $(KITTI)/gts (Occ3D-layout ground truth in the KITTI ego frame): evaluation skipped"; fi
+	elif [ "$(KITTI_GRID)" = occ3d ] && { [ -n "$(GTS)" ] || [ -d "$(KITTI)/gts" ]; }; then \
+		$(BIN)/occlabel evaluate $(KITTI_OUT)/labels.zarr --json $(KITTI_OUT)/eval.json; \
+	else echo "no ground truth for the $(KITTI_GRID) grid (SemanticKITTI voxels/*.label, or Occ3D-layout gts/): evaluation skipped"; fi
+
+kitti-raw: install
+	@test -n "$(KITTI_RAW)" -a -n "$(DRIVE)" || { echo "usage: make kitti-raw KITTI_RAW=/path/to/kitti_raw DRIVE=2011_09_26_drive_0005 [CAMERA=cam2] [GTS=...] [MODELS='--depth-model ... --semantic-model ...']" >&2; exit 2; }
+	$(BIN)/occlabel extract-2d --dataset kitti-raw --root "$(KITTI_RAW)" --dataset-option drives=$(DRIVE) \
+		--dataset-option cameras=$(CAMERA) $(if $(GTS),--dataset-option gts=$(GTS)) \
+		--out $(KITTI_RAW_OUT)/cache.zarr $(MODELS)
+	$(BIN)/occlabel calibrate-depth $(KITTI_RAW_OUT)/cache.zarr
+	$(BIN)/occlabel voxelize $(KITTI_RAW_OUT)/cache.zarr --out $(KITTI_RAW_OUT)/labels.zarr --grid occ3d
+	$(BIN)/occlabel export $(KITTI_RAW_OUT)/labels.zarr --format occ3d --out $(KITTI_RAW_OUT)/occ3d
+	@if [ -n "$(GTS)" ] || [ -d "$(KITTI_RAW)/gts" ]; then \
+		$(BIN)/occlabel evaluate $(KITTI_RAW_OUT)/labels.zarr --json $(KITTI_RAW_OUT)/eval.json; \
+	else echo "no $(KITTI_RAW)/gts (Occ3D-layout ground truth in the KITTI raw ego frame): evaluation skipped"; fi
 
 bench: install
 	$(BIN)/python scripts/bench.py --out docs/benchmarks.md

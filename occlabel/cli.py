@@ -44,6 +44,69 @@ def _size(value: str | None) -> tuple[int, int] | None:
     return w, h
 
 
+def load_config(path: Path, group: click.Group) -> dict[str, dict]:
+    """``--config`` YAML -> click ``default_map``: one section per command, keys the option names as
+    flags (``depth-model``, ``batch-size``; ``_`` works too), values as on the command line (lists for
+    repeatable options, a mapping for ``*-option`` KEY=VALUE pairs, ``no-photometric: true`` or
+    ``photometric: false``). Unknown commands and options are a one-line error."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise OccLabelError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise OccLabelError(f"--config {path}: not valid YAML{at}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise OccLabelError(
+            f"--config {path}: expected a mapping of command names to options, e.g. 'extract-2d: {{batch-size: 4}}'"
+        )
+    out: dict[str, dict] = {}
+    for section, opts in data.items():
+        cmd = group.commands.get(str(section))
+        if cmd is None:
+            raise OccLabelError(
+                f"--config {path}: unknown command {section!r} (known: {', '.join(sorted(group.commands))})"
+            )
+        if opts is None:
+            continue
+        if not isinstance(opts, dict):
+            raise OccLabelError(f"--config {path}: {section}: expected a mapping of option names to values")
+        flags: dict[str, click.Option] = {}
+        for p in cmd.params:
+            if isinstance(p, click.Option):
+                for o in (*p.opts, *p.secondary_opts):
+                    if o.startswith("--"):
+                        flags[o[2:]] = p
+        values: dict = {}
+        for key, value in opts.items():
+            name = str(key).replace("_", "-")
+            p = flags.get(name)
+            if p is None:
+                raise OccLabelError(
+                    f"--config {path}: {section}: unknown option {key!r} (known: {', '.join(sorted(flags))})"
+                )
+            if value is None:
+                continue
+            if "--" + name in p.secondary_opts:  # no-photometric: true
+                value = not value
+            if p.multiple:
+                if isinstance(value, dict):
+                    value = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in value.items()]
+                elif not isinstance(value, list | tuple):
+                    value = [value]
+                value = [str(v) for v in value]
+            elif isinstance(value, list | tuple):
+                value = ",".join(map(str, value))
+            values[p.name] = value
+        out[cmd.name] = values
+    return out
+
+
 class _Group(click.Group):
     """Turns OccLabelError into one line on stderr and exit code 2 (traceback only with --debug)."""
 
@@ -67,17 +130,29 @@ class _Group(click.Group):
 @click.option("-v", "--verbose", count=True, help="Log what each stage does (-vv: debug messages).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars (warnings and errors still print).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML of option defaults, one section per command (extract-2d: {depth-model: oracle, batch-size: "
+    "8}); options on the command line override it.",
+)
 @click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
+def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool, config_file: Path | None) -> None:
     """occlabel: 3D semantic occupancy labels from cameras alone.
 
     \b
     Pipeline:  extract-2d -> calibrate-depth -> voxelize -> evaluate / export
+    Look:      show (a picture), report (an HTML page of a run), info (what a store holds)
     Try it:    occlabel demo
     """
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = {"progress": not quiet}
+    if config_file is not None:
+        # the subcommand's context is made after this callback and takes its defaults from here
+        ctx.default_map = load_config(config_file, ctx.command)
 
 
 @main.command()
@@ -86,11 +161,12 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 )
 @click.option(
     "--layout",
-    type=click.Choice(["folder", "nuscenes", "kitti"]),
+    type=click.Choice(["folder", "nuscenes", "kitti", "kitti-raw"]),
     default="folder",
     show_default=True,
     help="On-disk layout: the folder format (occlabel.json), nuScenes (v1.0-mini-style tables, samples/, "
-    "sweeps/) or KITTI odometry (sequences/XX, poses/XX.txt, SemanticKITTI voxels).",
+    "sweeps/), KITTI odometry (sequences/XX, poses/XX.txt, SemanticKITTI voxels) or KITTI raw "
+    "(<date>/<date>_drive_NNNN_sync with OXTS poses).",
 )
 @click.option(
     "--scenes", "n_scenes", default=1, show_default=True, type=click.IntRange(1), help="Number of scenes."
@@ -100,7 +176,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     "--rig",
     type=click.Choice(["front", "surround", "stereo"]),
     default=None,
-    help="Cameras: front (one; KITTI: cam2) or surround (six, nuScenes-like); KITTI also stereo "
+    help="Cameras: front (one; KITTI: cam2) or surround (six, nuScenes-like); KITTI layouts also stereo "
     "(cam0-cam3). Default: surround for nuscenes, front otherwise.",
 )
 @click.option("--size", default=None, help="Image size WIDTHxHEIGHT (default: the layout's default).")
@@ -133,7 +209,9 @@ def synth(ctx, out, layout, n_scenes, frames, rig, size, seed, keyframe_every, f
         from occlabel.datasets.synthetic.nuscenes_layout import synth_nuscenes
 
         if rig == "stereo":
-            raise OccLabelError("--rig stereo is for --layout kitti (nuscenes: front or surround)")
+            raise OccLabelError(
+                "--rig stereo is for --layout kitti or kitti-raw (nuscenes: front or surround)"
+            )
         root = synth_nuscenes(
             out, scenes=n_scenes, frames=frames, rig=rig or "surround", keyframe_every=keyframe_every or 6,
             fps=fps or 12.0, **kw,
@@ -148,11 +226,23 @@ def synth(ctx, out, layout, n_scenes, frames, rig, size, seed, keyframe_every, f
             out, sequences=n_scenes, frames=frames, cameras=cams, keyframe_every=keyframe_every or 5,
             fps=fps or 10.0, **kw,
         )  # fmt: skip
+    elif layout == "kitti-raw":
+        from occlabel.datasets.synthetic.kitti_raw_layout import synth_kitti_raw
+
+        if rig == "surround":
+            raise OccLabelError(
+                "--rig surround is for --layout folder or nuscenes (kitti-raw: front or stereo)"
+            )
+        cams = (0, 1, 2, 3) if rig == "stereo" else (2,)
+        root = synth_kitti_raw(
+            out, drives=n_scenes, frames=frames, cameras=cams, keyframe_every=keyframe_every or 5,
+            fps=fps or 10.0, **kw,
+        )  # fmt: skip
     else:
         from occlabel.datasets.synthetic import synth as _synth
 
         if rig == "stereo":
-            raise OccLabelError("--rig stereo is for --layout kitti (folder: front or surround)")
+            raise OccLabelError("--rig stereo is for --layout kitti or kitti-raw (folder: front or surround)")
         root = _synth(
             out, scenes=n_scenes, frames=frames, rig=rig or "front", keyframe_every=keyframe_every or 5,
             fps=fps or 10.0, **kw,
@@ -252,17 +342,18 @@ def backend_confs(
 @click.option(
     "--dataset",
     "kind",
-    type=click.Choice(["folder", "synthetic", "nuscenes", "kitti"]),
+    type=click.Choice(["folder", "synthetic", "nuscenes", "kitti", "kitti-raw"]),
     default="folder",
     show_default=True,
-    help="Dataset adapter: folder (occlabel.json; synthetic is the same), nuscenes or kitti "
-    "(docs/datasets.md).",
+    help="Dataset adapter: folder (occlabel.json; synthetic is the same), nuscenes, kitti (odometry / "
+    "SemanticKITTI) or kitti-raw (OXTS poses) (docs/datasets.md).",
 )
 @click.option(
     "--root",
     required=True,
     type=click.Path(path_type=Path),
-    help="Dataset root (nuScenes: the dataroot; KITTI: the directory holding sequences/).",
+    help="Dataset root (nuScenes: the dataroot; KITTI: the directory holding sequences/; KITTI raw: the "
+    "directory holding <date>/).",
 )
 @click.option(
     "--version",
@@ -358,6 +449,11 @@ def backend_confs(
     "--seed", default=0, show_default=True, type=int, help="Seed of the oracle backends' simulated errors."
 )
 @click.option("--overwrite", is_flag=True, help="Delete an existing cache first (default: resume).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List the work (scenes x cameras x frames to do / done) and exit; write nothing.",
+)
 @click.pass_context
 def extract_2d(
     ctx,
@@ -383,6 +479,7 @@ def extract_2d(
     width,
     seed,
     overwrite,
+    dry_run,
 ):
     """Stage 1: relative depth and semantics per image, cached in Zarr.
 
@@ -402,6 +499,15 @@ def extract_2d(
         depth_model, semantic_model, detector, segmenter, vocab, depth_kind, depth_options, semantic_options
     )
     ds = open_dataset(kind, root, **dataset_opts(kind, ds_version, split, dataset_options))
+    if dry_run:
+        from occlabel.models.base import store_key
+        from occlabel.viz.info import format_plan, plan_extract
+
+        sem_key = None if semantic_model == "none" else store_key(semantic_model)
+        rows = plan_extract(ds, out, store_key(depth_model), sem_key, _scenes(scenes), overwrite)
+        note = [f"depth {store_key(depth_model)}, semantics {sem_key or 'none'}; models not loaded"]
+        click.echo(format_plan("extract-2d", rows, "images", f"into {out}", note))
+        return
     path = stage.run(
         ds,
         out,
@@ -464,6 +570,11 @@ def extract_2d(
     "--sky/--no-sky", default=True, show_default=True, help="Sky term: sky pixels at (near) zero disparity."
 )
 @click.option("--overwrite", is_flag=True, help="Recalibrate frames already done.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List the work (scenes x cameras x frames to do / done) and exit; write nothing.",
+)
 @click.pass_context
 def calibrate_depth(
     ctx,
@@ -478,10 +589,19 @@ def calibrate_depth(
     ground,
     sky,
     overwrite,
+    dry_run,
 ):
     """Stage 2: metric scale and shift of the relative depth from photometric consistency."""
     from occlabel.stages import calibrate_depth as stage
 
+    if dry_run:
+        from occlabel.viz.info import format_plan, plan_calibrate
+
+        _ints(neighbours, "--neighbours")  # the same checks as a real run
+        _ints(widths, "--widths")
+        rows = plan_calibrate(cache, _scenes(scenes), overwrite)
+        click.echo(format_plan("calibrate-depth", rows, "frames", f"in {cache}"))
+        return
     stage.run(
         cache,
         scenes=_scenes(scenes),
@@ -567,6 +687,11 @@ def calibrate_depth(
     "classes=semantickitti; see occlabel.stages.voxelize.VoxelizeOptions.",
 )
 @click.option("--overwrite", is_flag=True, help="Delete an existing labels store first (default: resume).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List the work (scenes x cameras x frames to do / done) and exit; write nothing.",
+)
 @click.pass_context
 def voxelize(
     ctx,
@@ -586,6 +711,7 @@ def voxelize(
     ray_stride,
     options,
     overwrite,
+    dry_run,
 ):
     """Stage 3: fuse depth and semantics over frames and cameras into voxel labels.
 
@@ -625,6 +751,13 @@ def voxelize(
             extra["T_ego_from_grid"] = T
     elif grid_camera is not None:
         raise OccLabelError("--grid-camera needs --grid-pose (the grid's pose in that camera)")
+    if dry_run:
+        from occlabel.viz.info import format_plan, plan_voxelize
+
+        rows = plan_voxelize(cache, out, _scenes(scenes), overwrite, source)
+        note = [f"grid {g.name} {'x'.join(map(str, g.shape))} @ {g.voxel_size:g} m, source {source}"]
+        click.echo(format_plan("voxelize", rows, "keyframes", f"from {cache} into {out}", note))
+        return
     path = stage.run(
         cache,
         out,
@@ -720,6 +853,101 @@ def export(ctx, labels, fmt, out, scenes, every, allow_other_grid):
     else:
         path = export_occ3d(labels, out, **kw)
     click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
+@click.option("--sample", default=None, help="Labels: the sample (token) to draw (default: the middle one).")
+@click.option(
+    "--scene",
+    default=None,
+    help="Labels: the middle sample of this scene. Cache: the scene (default: first).",
+)
+@click.option(
+    "--camera",
+    default=None,
+    help="Labels: also project the labels into this camera's image. Cache: the camera (default: first).",
+)
+@click.option(
+    "--frame",
+    default=None,
+    help="Cache: frame position in the scene or its token (default: the middle calibrated keyframe).",
+)
+@click.option(
+    "--gt",
+    "gt_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Labels: Occ3D ground truth directory (gts/<scene>/<token>/labels.npz). Default: the dataset's own.",
+)
+@click.option("--dpi", default=100, show_default=True, type=click.IntRange(30, 400))
+def show(store, out, sample, scene, camera, frame, gt_dir, dpi):
+    """Draw a labels sample or a cache frame into a PNG.
+
+    \b
+    LABELS.zarr: bird's-eye view with the ego car and an oblique 3D render, beside the ground truth
+                 when the dataset has one; --camera adds the labels projected into that camera.
+    CACHE.zarr:  image with semantics, relative disparity, calibrated metric depth, and the
+                 photometric error before / after calibration.
+    \b
+    Examples:
+      occlabel show runs/demo/labels.zarr --out bev.png --camera CAM_FRONT
+      occlabel show runs/demo/cache.zarr --out frame.png --frame 10
+    """
+    from occlabel.store.common import store_kind
+    from occlabel.viz import show as viz
+
+    if store_kind(store) == "labels":
+        if frame is not None:
+            raise OccLabelError("--frame applies to caches; pick a labels sample with --sample or --scene")
+        if sample is not None and scene is not None:
+            raise OccLabelError("--sample and --scene: give one of the two")
+        r = viz.labels_figure(store, out, sample=sample, scene=scene, camera=camera, gt=gt_dir, dpi=dpi)
+    else:
+        if sample is not None or gt_dir is not None:
+            raise OccLabelError("--sample and --gt apply to labels stores; pick a cache frame with --frame")
+        r = viz.cache_figure(store, out, scene=scene, camera=camera, frame=frame, dpi=dpi)
+    w, h = r["size"]
+    click.echo(f"wrote {r['path']} ({w}x{h} px)")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="HTML file to write (default: RUN_DIR/report.html).",
+)
+@click.option("--samples", default=3, show_default=True, type=click.IntRange(0), help="Labels samples shown.")
+@click.pass_context
+def report(ctx, run_dir, out, samples):
+    """One self-contained HTML page about a run directory (its CACHE.zarr and LABELS.zarr stores):
+    configuration and provenance, time per stage, calibration diagnostics, per-class IoU, storage,
+    and a gallery of `show` pictures."""
+    from occlabel.viz.info import human_bytes
+    from occlabel.viz.report import build_report
+
+    if out is None:  # beside a store given directly, never inside it
+        out = (run_dir.parent if (run_dir / "zarr.json").exists() else run_dir) / "report.html"
+    r = build_report(run_dir, out, samples=samples, progress=ctx.obj["progress"])
+    empty = [k for k, v in r["sections"].items() if not v]
+    click.echo(
+        f"wrote {r['path']} ({human_bytes(r['bytes'])})" + (f"; empty: {', '.join(empty)}" if empty else "")
+    )
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def info(store, as_json):
+    """What a cache or labels store holds: scenes, cameras, frames, what each stage has done, provenance,
+    size on disk."""
+    from occlabel.viz.info import format_info, store_info
+
+    res = store_info(store)
+    click.echo(json.dumps(res, indent=1, default=str) if as_json else format_info(res))
 
 
 @main.command()

@@ -17,7 +17,7 @@ def run_synthetic(
     frames: int = 20,
     seed: int = 0,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool = False,
     echo: Callable[[str], Any] = print,
     size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def demo(
     frames: int = 20,
     seed: int = 0,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool = False,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """The `occlabel demo` recipe: :func:`run_synthetic` and a short results table."""
@@ -139,4 +139,20 @@ def demo(
     echo("  seconds per stage             " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
     echo(f"  results                       {out / 'results.json'}")
     echo(f"  picture                       {results['picture']}")
+    echo("")
+    pictures = save_demo_pictures(out, progress=progress)
+    echo(f"  3D render                     {pictures['render']}")
+    echo(f"  report                        {pictures['report']}  (open in a browser)")
     return results
+
+
+def save_demo_pictures(out: str | Path, progress: bool = False) -> dict[str, Path]:
+    """The demo's 3D render (``render3d.png``, the labels beside the ground truth) and its HTML report
+    (``report.html``, occlabel.viz.report) in ``out``."""
+    from occlabel.viz.report import build_report
+    from occlabel.viz.show import save_render
+
+    out = Path(out)
+    render = save_render(out / "labels.zarr", out / "render3d.png")
+    rep = build_report(out, out / "report.html", progress=progress)
+    return {"render": render, "report": rep["path"]}

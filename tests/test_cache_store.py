@@ -176,3 +176,20 @@ def test_extract_2d_depth_bits_and_changed_settings_refused(tiny_folder, tmp_pat
     extract_2d.run(
         ds, out, depth_model="oracle", semantic_model="oracle", progress=False, seed=3, overwrite=True
     )  # --overwrite starts afresh
+
+
+def test_resume_with_other_dataset_options_is_refused(tiny_folder, tmp_path):
+    """Later stages reopen the dataset with the options recorded at creation: a cache cannot mix two."""
+    from dataclasses import replace
+
+    ds = open_dataset("folder", tiny_folder)
+    a, b = replace(ds, options={"cameras": ["cam2"]}), replace(ds, options={"cameras": "cam3"})
+    Cache.create(tmp_path / "c.zarr", a)
+    Cache.create(tmp_path / "c.zarr", a)  # the same dataset and options: resume
+    Cache.create(tmp_path / "c.zarr", replace(ds, options={"cameras": ("cam2",)}))  # (as JSON: a list)
+    with pytest.raises(StoreError, match="options"):
+        Cache.create(tmp_path / "c.zarr", b)
+    with pytest.raises(StoreError, match="options"):
+        Cache.create(tmp_path / "c.zarr", replace(a, kind="kitti"))
+    Cache.create(tmp_path / "c.zarr", b, overwrite=True)
+    assert open_cache(tmp_path / "c.zarr").meta["dataset"]["options"] == {"cameras": "cam3"}

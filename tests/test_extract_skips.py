@@ -67,3 +67,26 @@ def test_cli_exit_code_3_and_one_line_per_skipped_image(tmp_path):
     assert lines[0].startswith("skipped: s0/CAM_FRONT/f003") and lines[1].startswith(
         "error: extract-2d: 2 image(s)"
     )
+
+
+def test_corrupt_first_image_is_skipped_like_the_others(tmp_path):
+    """The camera's size comes from its first readable image, so a corrupt first frame is one skipped
+    image, not a failed run; a camera with no readable image at all is a one-line DatasetError."""
+    from occlabel.errors import DatasetError
+
+    root = write_tiny_folder(tmp_path / "ds", n_frames=3)
+    (root / "images" / "000.png").write_bytes(b"\x89PNG not really")
+    ds = open_dataset("folder", root)
+    kw = dict(depth_model="oracle", semantic_model="oracle", progress=False, num_workers=0)
+    with pytest.raises(SkippedItemsError) as err:
+        extract_2d.run(ds, tmp_path / "c.zarr", **kw)
+    assert [k for k, _ in err.value.skipped] == ["s0/CAM_FRONT/f000"]
+    assert open_cache(tmp_path / "c.zarr").depth_done("s0", "CAM_FRONT", "oracle").tolist() == [
+        False,
+        True,
+        True,
+    ]
+    for name in ("001.png", "002.png"):
+        (root / "images" / name).write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="no readable image of camera 'CAM_FRONT'"):
+        extract_2d.run(open_dataset("folder", root), tmp_path / "d.zarr", **kw)

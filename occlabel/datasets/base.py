@@ -121,6 +121,27 @@ class Scene:
     def keyframe_indices(self) -> list[int]:
         return [i for i, f in enumerate(self.frames) if f.keyframe]
 
+    def image_size(self, camera: str) -> tuple[int, int]:
+        """(width, height) of ``camera``'s images: the first one whose header reads (an unreadable image is
+        skipped here and reported by the stage that reads it).
+
+        Raises:
+            DatasetError: no image of the camera can be read.
+        """
+        errors = []
+        for f in self.frames:
+            im = f.images.get(camera)
+            if im is None:
+                continue
+            try:
+                return im.size()
+            except DatasetError as e:
+                errors.append(str(e))
+                if len(errors) >= 20:
+                    break
+        detail = f" (first: {errors[0]})" if errors else ""
+        raise DatasetError(f"scene {self.name!r}: no readable image of camera {camera!r}{detail}")
+
 
 @dataclass(eq=False)
 class Dataset:

@@ -255,8 +255,7 @@ def _plan_scene(cache: Cache, scene: Scene, depth, sem, width, depth_bits) -> li
     sizes: dict[str, tuple[int, int]] = {}
     native: dict[str, tuple[int, int]] = {}
     for cam in scene.cameras:
-        first = next(f.images[cam] for f in scene.frames if cam in f.images)
-        W0, H0 = first.size()
+        W0, H0 = scene.image_size(cam)
         native[cam] = (H0, W0)
         sizes[cam] = work_size((W0, H0), width)
     cache.init_scene(scene, sizes)

@@ -123,9 +123,20 @@ class Cache:
         root = open_root(path, "cache", create=True, overwrite=overwrite)
         meta = read_meta(root)
         ds = {"kind": dataset.kind, "root": str(dataset.root), "options": dataset.options}
-        if meta.get("dataset") and meta["dataset"]["root"] != ds["root"]:
+        old = meta.get("dataset")
+        if old and old["root"] != ds["root"]:
             raise StoreError(
-                f"{path}: cache was made for dataset {meta['dataset']['root']}, not {ds['root']} (use another --out or --overwrite)"
+                f"{path}: cache was made for dataset {old['root']}, not {ds['root']} (use another --out or --overwrite)"
+            )
+        same = (
+            json.loads(json.dumps([old.get("kind", ds["kind"]), old.get("options") or {}])) if old else None
+        )
+        if old and same != json.loads(json.dumps([ds["kind"], ds["options"] or {}], default=str)):
+            # later stages reopen the dataset with the recorded adapter and options: mixing is not possible
+            raise StoreError(
+                f"{path}: cache was made with dataset {old.get('kind')!r} options {old.get('options') or {}}, "
+                f"not {ds['kind']!r} {ds['options'] or {}} (use the same --dataset/--dataset-option values, "
+                "another --out, or --overwrite)"
             )
         if not meta:
             meta = {
@@ -199,13 +210,11 @@ class Cache:
             K = np.zeros((T, 3, 3))
             T_wc = np.tile(np.eye(4), (T, 1, 1))
             present = np.zeros(T, bool)
-            native = None
+            native = W0, H0 = scene.image_size(cam)
             for t, f in enumerate(scene.frames):
                 im = f.images.get(cam)
                 if im is None:
                     continue
-                native = native or im.size()
-                W0, H0 = native
                 K[t] = scale_intrinsics(im.K, w / W0, h / H0)
                 T_wc[t] = f.T_world_from_cam(cam)
                 present[t] = True

@@ -86,6 +86,7 @@ kitti-raw: install
 bench: install
 	$(BIN)/python scripts/bench.py --out docs/benchmarks.md
 	$(BIN)/python scripts/bench_extract.py --out docs/benchmarks.md
+	$(BIN)/python scripts/bench_real.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # torch spec: 2.13.0 takes the local CPU wheel on the dev machines; override e.g. TORCH="torch==2.5.1".
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,nuscenes,kitti
+EXTRAS ?= dev,nuscenes,kitti,scale
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -87,6 +87,7 @@ bench: install
 	$(BIN)/python scripts/bench.py --out docs/benchmarks.md
 	$(BIN)/python scripts/bench_extract.py --out docs/benchmarks.md
 	$(BIN)/python scripts/bench_real.py --out docs/benchmarks.md
+	$(BIN)/python scripts/bench_scale.py --out docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

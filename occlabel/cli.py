@@ -22,6 +22,97 @@ def _scenes(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
 
+class _StoreType(click.ParamType):
+    """A store location: a local path (a Path) or an fsspec URL such as s3://bucket/x.zarr (a string)."""
+
+    name = "PATH|URL"
+
+    def convert(self, value, param, ctx):
+        from occlabel.store.common import store_location
+
+        return value if isinstance(value, Path) else store_location(str(value))
+
+
+STORE = _StoreType()
+
+
+def _scale_options(f):
+    """--shard, --executor, --ray-address, --workers, --max-retries (docs/scaling.md)."""
+    opts = [
+        click.option(
+            "--shard",
+            default=None,
+            metavar="K/N",
+            help="Only the scenes of shard K of N (0-based; a scene's shard is a stable hash of its name), "
+            "e.g. --shard $SLURM_ARRAY_TASK_ID/8. Shards may write one store at the same time.",
+        ),
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="local: the scenes one after the other in this process; ray: one Ray task per scene.",
+        ),
+        click.option(
+            "--ray-address",
+            default=None,
+            help="Ray cluster to use (auto, head:6379, ray://head:10001); default: a local Ray started here.",
+        ),
+        click.option(
+            "--workers",
+            default=None,
+            type=click.IntRange(1),
+            help="CPUs of the local Ray (--executor ray without --ray-address); default: all cores.",
+        ),
+        click.option(
+            "--max-retries",
+            default=2,
+            show_default=True,
+            type=click.IntRange(0),
+            help="--executor ray: further attempts of a failed scene; failed scenes are listed at the end.",
+        ),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _shard_plan(names: list[str], shard: str | None, overwrite_store: bool, what: str) -> list[str] | None:
+    """The scenes to run: all ``names`` without --shard (None: the stage's own default), else the shard's."""
+    from occlabel.scale import parse_shard, shard_scenes
+
+    sh = parse_shard(shard)
+    if sh is None:
+        return None
+    if overwrite_store and sh[1] > 1:
+        raise OccLabelError(
+            f"{what}: --overwrite deletes the whole store, which other shards write too; delete it once "
+            "before the shards start, or run without --shard"
+        )
+    return shard_scenes(names, sh)
+
+
+def _run_ray(
+    ctx, stage: str, scenes: list[str], store, weights, unit, kwargs, device, ray_address, workers, retries
+):
+    """One Ray task per scene of ``stage``, then the root record of the whole run."""
+    import time
+
+    from occlabel import scale
+
+    t0 = time.perf_counter()
+    with scale.ray_session(ray_address, workers):
+        gpus, dev = scale.ray_resources(device)
+        fn = scale.stage_task(stage, device=dev, **kwargs)
+        try:
+            scale.run_scenes(
+                fn, scenes, "ray", num_gpus=gpus, max_retries=retries, progress=ctx.obj["progress"],
+                desc=stage, weights=weights, unit=unit, what=stage,
+            )  # fmt: skip
+        finally:
+            scale.summarize_stage(store, stage, scenes, time.perf_counter() - t0, "ray")
+
+
 def _ints(value: str, name: str) -> tuple[int, ...]:
     try:
         out = tuple(int(v) for v in value.split(",") if v.strip())
@@ -375,7 +466,10 @@ def backend_confs(
     "sweeps=false (docs/datasets.md).",
 )
 @click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Cache store to write (CACHE.zarr)."
+    "--out",
+    required=True,
+    type=STORE,
+    help="Cache store to write (CACHE.zarr): a path or a URL (s3://bucket/run/cache.zarr).",
 )
 @click.option(
     "--depth-model",
@@ -454,6 +548,7 @@ def backend_confs(
     is_flag=True,
     help="List the work (scenes x cameras x frames to do / done) and exit; write nothing.",
 )
+@_scale_options
 @click.pass_context
 def extract_2d(
     ctx,
@@ -480,6 +575,11 @@ def extract_2d(
     seed,
     overwrite,
     dry_run,
+    shard,
+    executor,
+    ray_address,
+    workers,
+    max_retries,
 ):
     """Stage 1: relative depth and semantics per image, cached in Zarr.
 
@@ -494,26 +594,52 @@ def extract_2d(
     from occlabel.stages import extract_2d as stage
 
     if num_workers is None:
-        num_workers = default_workers()
+        num_workers = 0 if executor == "ray" else default_workers()
     depth_conf, semantic_conf = backend_confs(
         depth_model, semantic_model, detector, segmenter, vocab, depth_kind, depth_options, semantic_options
     )
     ds = open_dataset(kind, root, **dataset_opts(kind, ds_version, split, dataset_options))
+    selected = _scenes(scenes)
+    sharded = _shard_plan([s.name for s in ds.select(selected)], shard, overwrite, "extract-2d")
+    if sharded is not None:
+        if not sharded:
+            click.echo(f"shard {shard}: no scenes; nothing to do")
+            return
+        selected = sharded
     if dry_run:
         from occlabel.models.base import store_key
         from occlabel.viz.info import format_plan, plan_extract
 
         sem_key = None if semantic_model == "none" else store_key(semantic_model)
-        rows = plan_extract(ds, out, store_key(depth_model), sem_key, _scenes(scenes), overwrite)
+        rows = plan_extract(ds, out, store_key(depth_model), sem_key, selected, overwrite)
         note = [f"depth {store_key(depth_model)}, semantics {sem_key or 'none'}; models not loaded"]
         click.echo(format_plan("extract-2d", rows, "images", f"into {out}", note))
+        return
+    if executor == "ray":
+        from occlabel.store.cache import Cache
+        from occlabel.store.common import location_str
+
+        Cache.create(out, ds, overwrite=overwrite)  # once, here: the tasks resume it
+        names = [s.name for s in ds.select(selected)]
+        _run_ray(
+            ctx, "extract-2d", names, location_str(out),
+            {s.name: sum(len(f.images) for f in s.frames) for s in ds.select(selected)}, "img",
+            dict(
+                dataset_kind=ds.kind, dataset_root=str(ds.root), dataset_options=ds.options,
+                out=location_str(out), depth_model=depth_model, semantic_model=semantic_model,
+                batch_size=batch_size, num_workers=num_workers, width=width, seed=seed,
+                depth_conf=depth_conf, semantic_conf=semantic_conf, depth_bits=depth_bits,
+            ),
+            device, ray_address, workers, max_retries,
+        )  # fmt: skip
+        click.echo(f"wrote {out}")
         return
     path = stage.run(
         ds,
         out,
         depth_model=depth_model,
         semantic_model=semantic_model,
-        scenes=_scenes(scenes),
+        scenes=selected,
         device=device,
         batch_size=batch_size,
         num_workers=num_workers,
@@ -529,7 +655,7 @@ def extract_2d(
 
 
 @main.command("calibrate-depth")
-@click.argument("cache", type=click.Path(path_type=Path))
+@click.argument("cache", type=STORE)
 @click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
 @click.option("--device", default="auto", show_default=True)
 @click.option(
@@ -575,6 +701,7 @@ def extract_2d(
     is_flag=True,
     help="List the work (scenes x cameras x frames to do / done) and exit; write nothing.",
 )
+@_scale_options
 @click.pass_context
 def calibrate_depth(
     ctx,
@@ -590,21 +717,53 @@ def calibrate_depth(
     sky,
     overwrite,
     dry_run,
+    shard,
+    executor,
+    ray_address,
+    workers,
+    max_retries,
 ):
     """Stage 2: metric scale and shift of the relative depth from photometric consistency."""
     from occlabel.stages import calibrate_depth as stage
 
+    selected = _scenes(scenes)
+    if shard is not None or executor == "ray":
+        from occlabel.store.cache import open_cache
+
+        listed = selected or open_cache(cache).scenes()
+        sharded = _shard_plan(listed, shard, False, "calibrate-depth")
+        if sharded is not None and not sharded:
+            click.echo(f"shard {shard}: no scenes; nothing to do")
+            return
+        selected = sharded if sharded is not None else listed
     if dry_run:
         from occlabel.viz.info import format_plan, plan_calibrate
 
         _ints(neighbours, "--neighbours")  # the same checks as a real run
         _ints(widths, "--widths")
-        rows = plan_calibrate(cache, _scenes(scenes), overwrite)
+        rows = plan_calibrate(cache, selected, overwrite)
         click.echo(format_plan("calibrate-depth", rows, "frames", f"in {cache}"))
+        return
+    if executor == "ray":
+        from occlabel.store.cache import open_cache
+        from occlabel.store.common import location_str
+
+        c = open_cache(cache)
+        _run_ray(
+            ctx, "calibrate-depth", selected, location_str(cache), {s: len(c.cameras(s)) for s in selected},
+            "cam",
+            dict(
+                cache=location_str(cache), neighbours=_ints(neighbours, "--neighbours"),
+                target_baseline_m=target_baseline_m, widths=_ints(widths, "--widths"), overwrite=overwrite,
+                photometric=photometric, overlap=overlap, ground=ground, sky=sky,
+            ),
+            device, ray_address, workers, max_retries,
+        )  # fmt: skip
+        click.echo(f"calibrated {cache}")
         return
     stage.run(
         cache,
-        scenes=_scenes(scenes),
+        scenes=selected,
         device=device,
         neighbours=_ints(neighbours, "--neighbours"),
         target_baseline_m=target_baseline_m,
@@ -620,9 +779,12 @@ def calibrate_depth(
 
 
 @main.command()
-@click.argument("cache", type=click.Path(path_type=Path))
+@click.argument("cache", type=STORE)
 @click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Labels store to write (LABELS.zarr)."
+    "--out",
+    required=True,
+    type=STORE,
+    help="Labels store to write (LABELS.zarr): a path or a URL (s3://bucket/run/labels.zarr).",
 )
 @click.option(
     "--grid",
@@ -692,6 +854,7 @@ def calibrate_depth(
     is_flag=True,
     help="List the work (scenes x cameras x frames to do / done) and exit; write nothing.",
 )
+@_scale_options
 @click.pass_context
 def voxelize(
     ctx,
@@ -712,6 +875,11 @@ def voxelize(
     options,
     overwrite,
     dry_run,
+    shard,
+    executor,
+    ray_address,
+    workers,
+    max_retries,
 ):
     """Stage 3: fuse depth and semantics over frames and cameras into voxel labels.
 
@@ -751,18 +919,46 @@ def voxelize(
             extra["T_ego_from_grid"] = T
     elif grid_camera is not None:
         raise OccLabelError("--grid-camera needs --grid-pose (the grid's pose in that camera)")
+    selected = _scenes(scenes)
+    if shard is not None or executor == "ray":
+        from occlabel.store.cache import open_cache
+
+        listed = selected or open_cache(cache).scenes()
+        sharded = _shard_plan(listed, shard, overwrite, "voxelize")
+        if sharded is not None and not sharded:
+            click.echo(f"shard {shard}: no scenes; nothing to do")
+            return
+        selected = sharded if sharded is not None else listed
     if dry_run:
         from occlabel.viz.info import format_plan, plan_voxelize
 
-        rows = plan_voxelize(cache, out, _scenes(scenes), overwrite, source)
+        rows = plan_voxelize(cache, out, selected, overwrite, source)
         note = [f"grid {g.name} {'x'.join(map(str, g.shape))} @ {g.voxel_size:g} m, source {source}"]
         click.echo(format_plan("voxelize", rows, "keyframes", f"from {cache} into {out}", note))
+        return
+    if executor == "ray":
+        from occlabel.store.cache import open_cache
+        from occlabel.store.common import delete_store, location_str
+
+        c = open_cache(cache)
+        if overwrite:
+            delete_store(out)  # once, here: the tasks create and resume it
+        _run_ray(
+            ctx, "voxelize", selected, location_str(out),
+            {s: max(1, sum(c.scene_meta(s)["keyframes"])) for s in selected}, "kf",
+            dict(
+                cache=location_str(cache), out=location_str(out), grid=g, source=source, window=window,
+                min_hits=min_hits, ray_stride=ray_stride, **extra,
+            ),
+            device, ray_address, workers, max_retries,
+        )  # fmt: skip
+        click.echo(f"wrote {out}")
         return
     path = stage.run(
         cache,
         out,
         grid=g,
-        scenes=_scenes(scenes),
+        scenes=selected,
         device=device,
         source=source,
         window=window,

@@ -30,7 +30,7 @@ from occlabel.store.labels import OCC3D, SEMANTICKITTI, open_labels
 SHAPE = (256, 256, 32)
 #: the velodyne frame 0.9 m ahead of, 0.05 m left of and 0.3 m below the ego origin
 T_EGO_FROM_VELO = pose(0.9, 0.05, -0.3)
-EXACT = {**BOX_OPTS, "edge_tol": 0.0, "range_weight_m": 0.0}
+EXACT = {**BOX_OPTS, "edge_tol": 0.0, "range_weight_m": 0.0, "tsdf": False}
 
 
 def api_pack(flags: np.ndarray) -> np.ndarray:

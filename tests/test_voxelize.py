@@ -29,9 +29,10 @@ from occlabel.store.cache import Cache
 from occlabel.store.labels import open_labels
 
 #: the hand-computed options, without the estimated-depth filters: in a 5-pixel image every box pixel
-#: borders the sky, which the flying-pixel filter rightly distrusts, and range weights would change the
-#: hit/pass ratios worked out by hand
-BOX = {**BOX_OPTS, "edge_tol": 0.0, "range_weight_m": 0.0}
+#: borders the sky, which the flying-pixel filter rightly distrusts, range weights would change the
+#: hit/pass ratios worked out by hand, and the TSDF (tested on its own below) would fill its band behind
+#: the one-view surfaces
+BOX = {**BOX_OPTS, "edge_tol": 0.0, "range_weight_m": 0.0, "tsdf": False}
 
 
 def _cells(mask: np.ndarray) -> set[tuple[int, int]]:
@@ -201,6 +202,7 @@ def test_defaults_depend_on_the_depth_source():
     est, gt = voxelize.VoxelizeOptions(), voxelize.VoxelizeOptions(source="gt")
     assert (est.occ_ratio, est.edge_tol, est.range_weight_m) == (0.5, 0.1, 10.0)
     assert (gt.occ_ratio, gt.edge_tol, gt.range_weight_m) == (0.0, 0.0, 0.0)
+    assert est.tsdf and not gt.tsdf and not voxelize.VoxelizeOptions(source="gt-depth").tsdf
     assert voxelize.VoxelizeOptions(source="gt-semantics").occ_ratio == 0.5  # the cache's depth
     assert voxelize.VoxelizeOptions(source="gt-depth").occ_ratio == 0.0
     assert voxelize.VoxelizeOptions(source="gt", occ_ratio=0.5).occ_ratio == 0.5
@@ -210,7 +212,14 @@ def test_default_grid_and_device(tmp_path):
     """The occ3d grid end to end on a box near the ego origin: sizes and frames."""
     cache = box_cache(tmp_path, depth_m=3.7, cam_y=0.5)
     out = voxelize.run(
-        cache.path, tmp_path / "l.zarr", progress=False, window=0, min_hits=1.0, ray_stride=1, edge_tol=0.0
+        cache.path,
+        tmp_path / "l.zarr",
+        progress=False,
+        window=0,
+        min_hits=1.0,
+        ray_stride=1,
+        edge_tol=0.0,
+        tsdf=False,
     )
     (s,) = list(open_labels(out))
     assert s["semantics"].shape == (200, 200, 16) and s["grid"].name == "occ3d"
@@ -336,7 +345,8 @@ def test_cli_custom_grid(tmp_path):
     args = ["-q", "voxelize", str(cache.path), "--device", "cpu", "--window", "0", "--ray-stride", "1"]
     r = CliRunner().invoke(
         main, [*args, "--out", str(tmp_path / "l.zarr"), "--grid", "near", "--grid-range", "-1,-3,-0.5,6,3,0.5",
-               "--voxel-size", "1", "--option", "edge_tol=0", "--option", "mask_stride=1"],
+               "--voxel-size", "1", "--option", "edge_tol=0", "--option", "mask_stride=1",
+               "--option", "tsdf=false"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     lab = open_labels(tmp_path / "l.zarr")
@@ -481,3 +491,94 @@ def test_mixed_sources_and_class_sets(tmp_path):
             classes="nope",
             **BOX,
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# TSDF surface localisation; moving classes seen by near and far frames
+# --------------------------------------------------------------------------------------------------
+#
+# A wall (manmade, 15) at x = 5.5 m across the view of a static camera; 1 m voxels, so its layer is
+# i = 6 (x in [5, 6)). Eight frames measure it with symmetric depth noise: +0.6 m in even frames, -0.6 m
+# in odd ones; no point ever lands in the wall's own voxel.
+
+TSDF_GRID = VoxelGrid("tsdf", (-1.0, -3.0, -0.5), (9.0, 3.0, 0.5), 1.0)
+
+
+def noisy_wall_cache(root: Path) -> Cache:
+    K = np.array([[4.0, 0, 2.0], [0, 4.0, 0.0], [0, 0, 1]])
+    frames = []
+    for t in range(8):
+        depth = np.full((1, 5), 5.5 + (0.6 if t % 2 == 0 else -0.6), np.float32)
+        labels = np.full((1, 5), 15, np.uint8)
+        frames.append(
+            {"T_world_from_ego": np.eye(4), "keyframe": t == 4, "maps": {"CAM_FRONT": (depth, labels)}}
+        )
+    return build_cache(root, frames, {"CAM_FRONT": (K, pose(0, 0.4, 0, R_EGO_FROM_CAM))})
+
+
+def test_tsdf_puts_a_noisy_wall_in_its_layer(tmp_path):
+    cache = noisy_wall_cache(tmp_path)
+    opts = {**BOX, "window": 4, "occ_ratio": 0.5, "tsdf_stride": 1}
+
+    def first_occupied(name: str, **kw) -> set[int]:
+        out = voxelize.run(
+            cache.path, tmp_path / name, grid=TSDF_GRID, device="cpu", progress=False, **{**opts, **kw}
+        )
+        (s,) = list(open_labels(out))
+        occ = s["semantics"][..., 0] != FREE
+        rows = [j for j in range(occ.shape[1]) if occ[:, j].any()]
+        assert rows and (s["semantics"][s["semantics"] != FREE] == 15).all()
+        return {int(np.argmax(occ[:, j])) for j in rows}  # the first occupied voxel along +x
+
+    # voting only: the points at x = 4.9 make the voxel in front of the wall (i = 5) occupied, those at
+    # 6.1 the one behind it; the wall's own voxel holds no point
+    vote = first_occupied("vote.zarr", tsdf=False)
+    assert 5 in vote and 6 not in vote
+    # TSDF: the mean signed distance changes sign inside the wall's voxel; the one in front is free
+    # (without space carving: the +0.6 m rays' carving samples reach into the wall's voxel, 1 voxel short
+    # of their points, and would tip its mean to +0.6 voxel in some columns)
+    assert first_occupied("tsdf.zarr", tsdf=True, tsdf_carve=0.0) == {6}
+    assert first_occupied("carve.zarr", tsdf=True) <= {6, 7}  # never in front of the wall
+
+
+# A parked car (4) at depth 2.5 in the centre pixel of every frame, in front of the wall of moving_cache;
+# window 2, moving_window 0 (the keyframe, frame 2). In the other frames its pixel is either labelled car
+# too, or flipped to the wall's class (15), as boundary noise does.
+
+
+def parked_car_cache(root: Path, flipped: bool) -> Cache:
+    K = np.array([[4.0, 0, 2.0], [0, 4.0, 0.0], [0, 0, 1]])
+    frames = []
+    for t in range(5):
+        depth = np.full((1, 5), 5.5, np.float32)
+        labels = np.full((1, 5), 15, np.uint8)
+        depth[0, 2] = 2.5
+        labels[0, 2] = 15 if flipped and t != 2 else 4
+        frames.append(
+            {"T_world_from_ego": np.eye(4), "keyframe": t == 2, "maps": {"CAM_FRONT": (depth, labels)}}
+        )
+    return build_cache(root, frames, {"CAM_FRONT": (K, pose(0, 0.4, 0, R_EGO_FROM_CAM))})
+
+
+PARKED = (int(np.floor(2.5 + 1)), int(np.floor(0.4 + 3)))  # the car's voxel (x = 2.5, y = 0.4)
+
+
+def test_parked_car_keeps_its_class(tmp_path):
+    cache = parked_car_cache(tmp_path / "a", flipped=True)
+    opts = {**BOX, "window": 2}
+
+    def car_voxel(name, c=cache, **kw):
+        out = voxelize.run(
+            c.path, tmp_path / name, grid=BOX_GRID, device="cpu", progress=False, **{**opts, **kw}
+        )
+        (s,) = list(open_labels(out, counts=True))
+        return int(s["semantics"][PARKED][0]), int(s["hits"][PARKED][0])
+
+    # four far frames vote "wall" (static: the whole window), the keyframe "car": the near frames decide
+    assert car_voxel("share.zarr")[0] == 4
+    assert car_voxel("noshare.zarr", moving_share=0.0)[0] == 15  # the far frames' flips outvote it
+
+    # labelled car in every frame: the far frames' car points count where the keyframe saw the car
+    parked = parked_car_cache(tmp_path / "b", flipped=False)
+    assert car_voxel("cons.zarr", parked) == (4, 5)
+    assert car_voxel("nocons.zarr", parked, moving_consistent=-1) == (4, 1)

@@ -122,15 +122,47 @@ def ray_free_samples(
     """
     if origins.shape[0] == 0:
         return
-    step = grid.voxel_size * step_fraction
     stop = grid.voxel_size if stop_before is None else stop_before
-    lower, upper, shape = grid_tensors(grid, origins.device, origins.dtype)
     vec = ends - origins
     length = vec.norm(dim=-1)
     dirs = vec / length.clamp(min=1e-9)[:, None]
+    for flat, ray, _ in ray_segment_samples(
+        origins, dirs, torch.zeros_like(length), length - stop, grid, grid.voxel_size * step_fraction, chunk
+    ):
+        yield (flat, ray) if return_rays else flat
+
+
+def ray_segment_samples(
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    t_start: torch.Tensor,
+    t_end: torch.Tensor,
+    grid: VoxelGrid,
+    step: float,
+    chunk: int = 1 << 22,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Samples every ``step`` metres along ray segments, inside the grid.
+
+    Ray n's segment runs from ``t_start[n]`` to ``t_end[n]`` metres along ``dirs[n]`` from ``origins[n]``
+    (clipped to the grid's box); its samples lie at ``t_start + (k + 0.5) * step`` (the last one clamped
+    to ``t_end``), k = 0 .. ceil(length / step) - 1.
+
+    Args:
+        origins: ``[N x 3]`` ray starts in the grid frame, metres.
+        dirs: ``[N x 3]`` unit directions.
+        t_start, t_end: ``[N]`` segment bounds along each ray, metres (empty where t_end <= t_start).
+        step: sample spacing, metres.
+        chunk: samples materialised at once (bounds memory).
+    Yields:
+        (flat voxel index ``[M]`` long, ray index ``[M]`` long into the inputs, distance along the ray
+        ``[M]`` float of every sample), chunk by chunk; samples outside the grid are dropped.
+    """
+    if origins.shape[0] == 0:
+        return
+    lower, upper, shape = grid_tensors(grid, origins.device, origins.dtype)
     t_near, t_far = clip_rays_to_box(origins, dirs, lower, upper)
-    t_start = t_near.clamp(min=0.0)
-    t_end = torch.minimum(t_far, length - stop)
+    t_start = torch.maximum(t_start, t_near)
+    t_end = torch.minimum(t_far, t_end)
     n_samples = torch.ceil((t_end - t_start) / step).clamp(min=0).long()
     keep = n_samples > 0
     ray_index = torch.nonzero(keep)[:, 0]
@@ -156,6 +188,6 @@ def ray_free_samples(
         pts = origins[sl][ray_id] + dirs[sl][ray_id] * t[:, None]
         idx, valid = points_to_voxels(pts, grid)
         flat = flat_index(idx[valid], tuple(int(s) for s in shape))
-        yield (flat, ray_index[sl][ray_id[valid]]) if return_rays else flat
+        yield flat, ray_index[sl][ray_id[valid]], t[valid]
         done = int(cum[stop_idx - 1])
         start = stop_idx

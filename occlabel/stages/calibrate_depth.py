@@ -1070,14 +1070,15 @@ def run(
     depth_key: str | None = None,
     semantics_key: str | None = None,
     neighbours: tuple[int, ...] = (-1, 1),
-    progress: bool = True,
+    progress: bool = False,
     overwrite: bool = False,
     **options: Any,
-) -> Path:
-    """Calibrate the relative depth of every frame of a cache; returns ``cache_path``.
+) -> Path | str:
+    """Calibrate the relative depth of every frame of a cache; returns ``cache_path`` (a Path or the URL).
 
     Args:
-        cache_path: CACHE.zarr written by extract-2d.
+        cache_path: CACHE.zarr written by extract-2d (a path or fsspec URL). Runs over disjoint scenes may
+            calibrate one cache at the same time (occlabel.scale); each scene is calibrated on its own.
         scenes: scene names (default: all in the cache).
         device: "auto", "cpu", "cuda" or "cuda:N".
         depth_key, semantics_key: stored results to use (default: the cache's defaults; semantics are
@@ -1120,6 +1121,7 @@ def run(
     overlaps: dict[str, dict[str, list[str]]] = {}
     jobs = [(s, c) for s in names for c in cache.cameras(s)]
     bar = progress_bar(total=len(jobs), desc="calibrate-depth", enabled=progress, unit="cam")
+    per_scene: dict[str, dict[str, Any]] = {}
     for sname in names:
         scene = dataset.scene(sname)
         rig = overlapping_cameras(cache, scene, cfg) if cfg.overlap else {}
@@ -1140,7 +1142,35 @@ def run(
                 rig.get(cam, []),
             )
             bar.update(1)
-        _fallback_and_write(cache, sname, results, depth_key, cfg, stats)
+        sstats: dict[str, Any] = {
+            "frames": 0,
+            **{k: 0 for k in FLAGS},
+            "baselines": [],
+            "cues": dict.fromkeys(CUES, 0),
+        }
+        _fallback_and_write(cache, sname, results, depth_key, cfg, sstats)
+        for k in ("frames", *FLAGS):
+            stats[k] += sstats[k]
+        stats["baselines"] += sstats["baselines"]
+        for k, v in sstats["cues"].items():
+            stats["cues"][k] += v
+        per_scene[sname] = {
+            "method": METHOD,
+            "method_version": METHOD_VERSION,
+            "depth_key": depth_key,
+            "semantics_key": semantics_key,
+            "neighbours": list(neighbours),
+            "device": str(dev),
+            "overwrite": overwrite,
+            "options": cfg.to_dict(),
+            "overlapping_cameras": rig,
+            "frames_calibrated": sstats["frames"],
+            "median_source_baseline_m": float(np.median(sstats["baselines"]))
+            if sstats["baselines"]
+            else None,
+            "flag_counts": {k: sstats[k] for k in FLAGS},
+            "cue_counts": sstats["cues"],
+        }
     bar.close()
     elapsed = time.perf_counter() - t0
     cache.record_stage(
@@ -1162,6 +1192,7 @@ def run(
             "cue_counts": stats["cues"],
             "seconds": elapsed,
         },
+        scenes=per_scene,
     )
     log.info(
         "calibrate-depth: %d frames in %.1f s, flags %s, cues %s",
@@ -1170,7 +1201,7 @@ def run(
         {k: stats[k] for k in FLAGS},
         stats["cues"],
     )
-    return Path(cache_path)
+    return cache.path
 
 
 def overlapping_cameras(cache: Cache, scene, cfg: CalibrationConfig) -> dict[str, list[str]]:

@@ -226,7 +226,7 @@ def detect_gt_format(gt_dir: str | Path) -> str:
 def run(
     labels_path: str | Path,
     json_out: str | Path | None = None,
-    progress: bool = True,
+    progress: bool = False,
     gt: str | Path | None = None,
     gt_format: str | None = None,
 ) -> dict[str, Any]:

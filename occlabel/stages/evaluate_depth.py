@@ -51,7 +51,7 @@ def run(
     scenes: list[str] | None = None,
     min_depth: float = 1e-3,
     max_depth: float = 80.0,
-    progress: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate calibrated depth of every calibrated frame against ground truth.
 

@@ -26,6 +26,7 @@ from occlabel.datasets.base import CameraImage, load_depth_m, load_image, load_s
 from occlabel.errors import DatasetError, OccLabelError, SkippedItemsError
 from occlabel.models import get_depth_model, get_semantic_model
 from occlabel.store.cache import Cache
+from occlabel.store.common import store_location
 from occlabel.utils import progress_bar, resolve_device
 
 log = logging.getLogger("occlabel.extract_2d")
@@ -161,16 +162,18 @@ def run(
     width: int | None = None,
     seed: int = 0,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = False,
     depth_conf: dict | None = None,
     semantic_conf: dict | None = None,
     depth_bits: int = DEFAULT_DEPTH_BITS,
-) -> Path:
+    reuse_models: bool = False,
+) -> Path | str:
     """Run stage 1 on ``dataset`` and write ``out`` (CACHE.zarr); returns ``out``.
 
     Args:
         dataset: loaded dataset records (see occlabel.datasets.open_dataset).
-        out: cache path; created, or resumed when it exists (frames already done are skipped).
+        out: cache path or fsspec URL (s3://...); created, or resumed when it exists (frames already done
+            are skipped). Runs over disjoint scenes may write one cache at the same time (occlabel.scale).
         depth_model: depth backend name (its name keys the depth group, so backends live side by side).
         semantic_model: semantic backend name, or "none" for depth-only runs.
         scenes: scene names to process (all when None).
@@ -185,8 +188,12 @@ def run(
         semantic_conf: options of the semantic backend (e.g. {"model": dir, "vocab": "occ3d"}).
         depth_bits: float16 mantissa bits kept in the stored depth maps (10 = exact float16; the default 7
             bounds the relative rounding error by 0.4 % and makes maps several times smaller on disk).
+        reuse_models: keep the loaded backends for the next call in this process with the same models,
+            options and device (a Ray worker running one scene per call loads them once).
+    Returns:
+        ``out`` (a Path, or the URL string).
     """
-    out = Path(out)
+    out = store_location(out)
     if not isinstance(depth_bits, int) or not 1 <= depth_bits <= 10:
         raise OccLabelError(
             f"depth bits must be an integer in 1..10 (10 = exact float16), got {depth_bits!r}"
@@ -196,8 +203,7 @@ def run(
     sconf = {"seed": seed} if semantic_model == "oracle" else {}
     dconf.update(depth_conf or {})
     sconf.update(semantic_conf or {})
-    depth = get_depth_model(depth_model, dconf or None, dev)
-    sem = None if semantic_model == "none" else get_semantic_model(semantic_model, sconf or None, dev)
+    depth, sem = _load_models(depth_model, dconf, semantic_model, sconf, dev, reuse_models)
     cache = Cache.create(out, dataset, overwrite=overwrite)
     selected = dataset.select(scenes)
     t0 = time.perf_counter()
@@ -211,21 +217,31 @@ def run(
         bar.close()
     elapsed = time.perf_counter() - t0
     cache.update_meta(default_depth=depth.key, **({"default_semantics": sem.key} if sem else {}))
+    settings = {
+        "depth_model": depth.provenance(),
+        "semantic_model": sem.provenance() if sem else None,
+        "device": str(dev),
+        "batch_size": batch_size,
+        "width": width,
+        "depth_bits": depth_bits,
+        "seed": seed,
+    }
+    # per scene: the images this run wrote there (its pending frames less the skipped ones)
+    per_scene: dict[str, dict[str, Any]] = {}
+    for s in selected:
+        pending = sum(len(j.items) for j in jobs if j.scene == s.name)
+        bad = [{"image": k, "reason": r} for k, r in skipped if k.startswith(f"{s.name}/")]
+        per_scene[s.name] = {**settings, "images_processed": pending - len(bad), "skipped": bad}
     cache.record_stage(
         "extract_2d",
         {
-            "depth_model": depth.provenance(),
-            "semantic_model": sem.provenance() if sem else None,
+            **settings,
             "scenes": [s.name for s in selected],
-            "device": str(dev),
-            "batch_size": batch_size,
-            "width": width,
-            "depth_bits": depth_bits,
-            "seed": seed,
             "images_processed": n_images,
             "skipped": [{"image": k, "reason": r} for k, r in skipped],
             "seconds": elapsed,
         },
+        scenes=per_scene,
     )
     log.info("extract-2d: %d images in %.1f s -> %s", n_images, elapsed, out)
     if skipped:
@@ -235,6 +251,25 @@ def run(
             skipped,
         )
     return out
+
+
+#: the backends of the last run with reuse_models=True: (key, (depth, semantics))
+_MODELS: dict[str, tuple[Any, Any]] = {}
+
+
+def _load_models(depth_model, dconf, semantic_model, sconf, dev, reuse: bool) -> tuple[Any, Any]:
+    """(depth backend, semantic backend or None); with ``reuse``, the previous call's when identical."""
+    import json
+
+    key = json.dumps([depth_model, dconf, semantic_model, sconf, str(dev)], sort_keys=True, default=str)
+    if reuse and key in _MODELS:
+        return _MODELS[key]
+    depth = get_depth_model(depth_model, dconf or None, dev)
+    sem = None if semantic_model == "none" else get_semantic_model(semantic_model, sconf or None, dev)
+    _MODELS.clear()
+    if reuse:
+        _MODELS[key] = (depth, sem)
+    return depth, sem
 
 
 @dataclass

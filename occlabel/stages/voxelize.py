@@ -8,7 +8,11 @@ For every keyframe of a scene (output: one sample of LABELS.zarr, see occlabel.s
    cameras of the frames ``t`` within ``window`` frames of the keyframe. Static classes accumulate over the
    whole window; classes that can move (the class set's moving classes, or ``moving_classes``) only from
    frames within ``moving_window`` frames (default: the keyframe alone), so moving objects do not leave
-   trails. Each point votes for its class in its voxel with its semantic confidence times a range weight
+   trails — except that far-frame points of a moving class count where the near frames voted that class
+   (within ``moving_consistent`` voxels: a parked car is seen by the whole window), and a voxel takes the
+   moving class its near-frame votes give at least ``moving_share`` of their votes there (so the far
+   frames' static votes, boundary flips onto a parked car included, cannot outvote the keyframe).
+   Each point votes for its class in its voxel with its semantic confidence times a range weight
    ``1 / (1 + (z / range_weight_m)²)`` (estimated depth: its error grows with range, so near views of a
    place outvote far ones; scatter-add over voxel × class). ``evidence`` = the confidence-weighted points,
    in pixel units (multiplied by point_stride²), without the range weight.
@@ -35,7 +39,21 @@ For every keyframe of a scene (output: one sample of LABELS.zarr, see occlabel.s
    where occupied, the class set's free id (Occ3D 17, SemanticKITTI 0) elsewhere — **unknown voxels are
    written as free too, with mask_camera 0** (the Occ3D layout has no "unknown" label; users must apply
    mask_camera, exactly as Occ3D trainers and the Occ3D metric do). Every mask_camera voxel is occupied
-   or free, never unknown. confidence <uint8> = 255 × (confidence-weighted share of the winning class)
+   or free, never unknown.
+   **TSDF** (``tsdf``, default for estimated depth): a noisy depth (σ ~0.5-1 m at 20 m) spreads a surface's
+   points over several voxels, so votes alone make it thick and carving erodes it. Every
+   ``tsdf_stride``-th pixel with a depth and a class also casts samples (every step_fraction voxel) in a
+   band of ±``tsdf_band`` voxels *along the surface normal* around its point (at most tsdf_band /
+   tsdf_min_cos along the ray); each carries the truncated signed distance (measured depth minus sample
+   distance, along the ray, times |cos| to the normal: + in front, − behind) with its confidence × range
+   weight; carving passes count as samples at +band (``tsdf_carve``). Errors are independent from image
+   to image, so the weighted mean over the window localises the surface to a fraction of the noise. A
+   voxel of a static class is occupied where that mean is <= ``tsdf_occ`` voxels (the surface crosses
+   it, or it lies behind: inside the solid, which the keyframe's cameras do not see); voxels of a moving
+   class (fused from the near frames only: little to average) keep the vote test unless ``tsdf_moving``,
+   and so do voxels no TSDF sample reaches (points between the tsdf_stride rays).
+   Voxels placed by the TSDF without point votes take the class of the band's votes (weighted towards
+   the band's centre). confidence <uint8> = 255 × (confidence-weighted share of the winning class)
    for occupied voxels, 255 × passes / (passes + votes) for free voxels, 0 for unknown. hits <uint16> =
    number of points in the voxel, passes <uint16> = ray length through the voxel in voxel units, without
    the range weight (at least 1 where any ray passed; both saturate at 65535).
@@ -83,8 +101,9 @@ import torch
 
 from occlabel.conventions import SKY, UNLABELED, VoxelGrid, get_grid, invert_rigid, is_rigid
 from occlabel.errors import OccLabelError, StoreError
-from occlabel.geometry.voxel import flat_index, points_to_voxels, ray_free_samples
+from occlabel.geometry.voxel import flat_index, points_to_voxels, ray_free_samples, ray_segment_samples
 from occlabel.store.cache import Cache, depth_from_relative, open_cache
+from occlabel.store.common import location_str, store_location
 from occlabel.store.labels import (
     CLASS_SETS,
     OCC3D,
@@ -149,6 +168,35 @@ class VoxelizeOptions:
     #: flying-pixel filter: relative inverse-depth slope per pixel (see flying_pixels); 0: off; None: 0.1
     #: for estimated depth, 0 for ground-truth depth
     edge_tol: float | None = None
+    #: TSDF surface localisation (see the module docstring); None: on for estimated depth, off for
+    #: ground-truth depth
+    tsdf: bool | None = None
+    #: TSDF truncation: the band of signed distances around each measured surface, voxels (normal distance)
+    tsdf_band: float = 3.0
+    #: TSDF: occupied where the weighted mean signed distance is <= this many voxels (in front of the
+    #: surface; behind it is negative)
+    tsdf_occ: float = 0.5
+    #: TSDF rays from every n-th pixel along rows and columns
+    tsdf_stride: int = 2
+    #: TSDF: |cos| floor of a ray's band: along the ray it reaches at most tsdf_band / tsdf_min_cos voxels
+    tsdf_min_cos: float = 0.25
+    #: TSDF: voxels behind the surface (mean signed distance < -tsdf_occ voxels, inside the solid) are
+    #: occupied too; False: only the surface layer |mean| <= tsdf_occ
+    tsdf_behind: bool = True
+    #: TSDF: each free-space pass (step_fraction voxel of a carving ray) counts as this many band samples
+    #: of signed distance +tsdf_band (space carving: a ray that passes a voxel says it lies in front of
+    #: every surface); 0: off
+    tsdf_carve: float = 1.0
+    #: TSDF test also for voxels of a moving class (fused from the near frames only, so there is little
+    #: to average: the voting test decides them by default)
+    tsdf_moving: bool = False
+    #: a voxel takes the moving class that its near-frame (moving_window) votes give at least this share
+    #: of all their votes there (the far frames' static votes, boundary flips included, cannot outvote
+    #: it); 0: off
+    moving_share: float = 0.5
+    #: far-frame points (and TSDF rays) of a moving class count where the near frames voted that class
+    #: within this many voxels (a parked car is seen by the whole window); -1: off
+    moving_consistent: int = 0
     #: sky rays carve up to this distance from the camera, metres
     sky_range_m: float = 100.0
     #: depth beyond this is treated as unknown (no point, no ray), metres
@@ -181,6 +229,8 @@ class VoxelizeOptions:
             self.range_weight_m = 10.0 if est else 0.0
         if self.edge_tol is None:
             self.edge_tol = 0.1 if est else 0.0
+        if self.tsdf is None:
+            self.tsdf = est
         return self
 
     @classmethod
@@ -207,10 +257,14 @@ class VoxelizeOptions:
             raise OccLabelError(f"voxelize: unlabeled must be 'ignore' or 'others', got {self.unlabeled!r}")
         if self.window < 0 or self.moving_window < 0 or self.moving_window > self.window:
             raise OccLabelError("voxelize: need 0 <= moving_window <= window")
-        if min(self.point_stride, self.ray_stride, self.mask_stride, self.normal_step) < 1:
+        if min(self.point_stride, self.ray_stride, self.mask_stride, self.normal_step, self.tsdf_stride) < 1:
             raise OccLabelError(
-                "voxelize: point_stride, ray_stride, mask_stride and normal_step must be >= 1"
+                "voxelize: point_stride, ray_stride, mask_stride, normal_step and tsdf_stride must be >= 1"
             )
+        if self.tsdf_band <= 0 or not 0 < self.tsdf_min_cos <= 1 or self.tsdf_carve < 0:
+            raise OccLabelError("voxelize: need tsdf_band > 0, 0 < tsdf_min_cos <= 1 and tsdf_carve >= 0")
+        if not 0 <= self.moving_share <= 1 or self.moving_consistent < -1:
+            raise OccLabelError("voxelize: need 0 <= moving_share <= 1 and moving_consistent >= -1")
         if not 0 < self.step_fraction <= 1:
             raise OccLabelError("voxelize: step_fraction must be in (0, 1]")
         if not 0 <= self.stop_frac < 1:
@@ -357,6 +411,11 @@ class View:
         ray_range_w: ``[M]`` float32 range weight of each ray (1 for sky rays).
         mask_ends_cam: ``[L x 3]`` float32 ends of the mask_camera rays (mask_stride pixels with a depth,
             or sky), or None when the view was prepared without them (only keyframe views need them).
+        band_ends_cam: ``[B x 3]`` float32 surface points of the TSDF rays (tsdf_stride pixels with a depth
+            and a class; empty when opts.tsdf is off).
+        band_labels: ``[B]`` long class ids of those pixels.
+        band_weights: ``[B]`` float32 TSDF weight = semantic confidence × range weight.
+        band_cos: ``[B]`` float32 |cos| between ray and surface normal there (as ray_cos).
     """
 
     frame: int
@@ -371,6 +430,10 @@ class View:
     ray_cos: torch.Tensor
     ray_range_w: torch.Tensor
     mask_ends_cam: torch.Tensor | None = None
+    band_ends_cam: torch.Tensor | None = None
+    band_labels: torch.Tensor | None = None
+    band_weights: torch.Tensor | None = None
+    band_cos: torch.Tensor | None = None
 
 
 def prepare_view(
@@ -444,6 +507,10 @@ def prepare_view(
 
     ends, ray_sky, ray_cos, ray_w = ray_ends(opts.ray_stride)
     mask_ends = ray_ends(opts.mask_stride)[0] if with_mask else None
+    bs = opts.tsdf_stride if opts.tsdf else H * W + 1  # no TSDF rays when off
+    lb = lab[::bs, ::bs]
+    bsel = has_depth[::bs, ::bs] & is_class[lb]
+    band_ends = rays[::bs, ::bs][bsel] * z[::bs, ::bs][bsel][:, None]
     return View(
         frame=frame,
         camera=camera,
@@ -457,6 +524,10 @@ def prepare_view(
         ray_cos=ray_cos,
         ray_range_w=ray_w,
         mask_ends_cam=mask_ends,
+        band_ends_cam=band_ends,
+        band_labels=lb[bsel],
+        band_weights=conf[::bs, ::bs][bsel].clamp(0, 1) * range_w[::bs, ::bs][bsel],
+        band_cos=cos[::bs, ::bs][bsel],
     )
 
 
@@ -600,6 +671,7 @@ def fuse_keyframe(
     rays: dict[str, tuple[list[torch.Tensor], ...]] = {
         g: ([], [], [], [], []) for g in ("key", "near", "far")
     }
+    band: tuple[list[torch.Tensor], ...] = ([], [], [], [], [], [])  # origin, end, label, weight, cos, near
     for v in views:
         dt = abs(v.frame - key_frame)
         T = torch.as_tensor(T_grid_from_world @ v.T_world_from_cam, dtype=torch.float32, device=dev)
@@ -617,6 +689,22 @@ def fuse_keyframe(
             rays[group], (t.expand_as(ends), ends, v.ray_sky, v.ray_cos, v.ray_range_w), strict=True
         ):
             lst.append(x)
+        if opts.tsdf and v.band_ends_cam is not None and v.band_ends_cam.shape[0]:
+            be = v.band_ends_cam @ R.T + t
+            nb = be.shape[0]
+            for lst, x in zip(
+                band,
+                (
+                    t.expand_as(be),
+                    be,
+                    v.band_labels,
+                    v.band_weights,
+                    v.band_cos,
+                    torch.full((nb,), dt <= opts.moving_window, dtype=torch.bool, device=dev),
+                ),
+                strict=True,
+            ):
+                lst.append(x)
         if dt == 0:
             if v.mask_ends_cam is None:
                 raise ValueError(f"view {v.camera}/{v.frame} of the keyframe was prepared without mask rays")
@@ -624,17 +712,50 @@ def fuse_keyframe(
             mask_o.append(t.expand_as(me))
             mask_e.append(me)
 
+    # moving classes: their position in the list of moving classes (-1: static)
+    mov_ids = torch.tensor(sorted(moving), dtype=torch.long, device=dev)
+    NM = int(mov_ids.numel())
+    mov_pos = torch.full((256,), -1, dtype=torch.long, device=dev)
+    if NM:
+        mov_pos[mov_ids] = torch.arange(NM, device=dev)
+
     counts = torch.zeros(V, dtype=torch.long, device=dev)
     evidence = torch.zeros(V, dtype=torch.float32, device=dev)  # confidence-weighted points
     votes = torch.zeros(V * NC, dtype=torch.float32, device=dev)  # confidence x range weight, per class
+    near_total = torch.zeros(V, dtype=torch.float32, device=dev)  # near-frame votes, all classes
+    near_mov = torch.zeros(V * max(NM, 1), dtype=torch.float32, device=dev)  # near votes per moving class
+    consistent = None  # [NM x V] bool: the near frames voted that moving class within moving_consistent
     seen = torch.zeros(V, dtype=torch.bool, device=dev)
     n_points = 0
+
+    def accept_far_moving(flat: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        """far-frame observations of a moving class that the near frames confirm at their voxel"""
+        if consistent is None:
+            return torch.zeros_like(flat, dtype=torch.bool)
+        pos = mov_pos[lab]
+        return (pos >= 0) & consistent[pos.clamp(min=0), flat]
+
     if pts:
         p, lab, w, rw = torch.cat(pts), torch.cat(labs), torch.cat(wts), torch.cat(rws)
         near, key = torch.cat(near_pt), torch.cat(key_pt)
         idx, valid = points_to_voxels(p, grid)
         flat = flat_index(idx, shape)
-        use = valid & (~moving_lut[lab] | near)
+        is_mov = moving_lut[lab]
+        nv = valid & near
+        near_total.index_add_(0, flat[nv], w[nv] * rw[nv])
+        nm = nv & is_mov
+        if NM:
+            near_mov.index_add_(0, flat[nm] * NM + mov_pos[lab[nm]], w[nm] * rw[nm])
+        if NM and opts.moving_consistent >= 0:
+            consistent = near_mov.view(V, NM).T.reshape(NM, 1, *shape) > 0
+            r = opts.moving_consistent
+            if r > 0:
+                consistent = (
+                    torch.nn.functional.max_pool3d(consistent.float(), 2 * r + 1, stride=1, padding=r) > 0
+                )
+            consistent = consistent.reshape(NM, V)
+        use = valid & (~is_mov | near)
+        use |= valid & ~near & accept_far_moving(flat, lab)
         n_points = int(use.sum())
         counts += torch.bincount(flat[use], minlength=V)
         evidence.index_add_(0, flat[use], w[use])
@@ -648,6 +769,7 @@ def fuse_keyframe(
     passes_moving = torch.zeros(V, dtype=torch.float32, device=dev)
     n_rays = n_samples = 0
     vs = grid.voxel_size
+    tau = opts.tsdf_band * vs
     for group, parts in rays.items():
         if not parts[0]:
             continue
@@ -672,6 +794,40 @@ def fuse_keyframe(
             passes_static += b
             if group != "far":
                 passes_moving += b
+
+    # TSDF: signed distances (normal direction, + in front) of samples in a band around each surface point
+    tsdf_w = tsdf_d = tsdf_wm = tsdf_dm = band_votes = None
+    if opts.tsdf:
+        tsdf_w, tsdf_d, tsdf_wm, tsdf_dm = (torch.zeros(V, dtype=torch.float32, device=dev) for _ in range(4))
+        band_votes = torch.zeros(V * NC, dtype=torch.float32, device=dev)
+        if band[0]:
+            o, e, lab, w, cos, near = (torch.cat(x) for x in band)
+            bflat = flat_index(points_to_voxels(e, grid)[0], shape)
+            far_ok = ~near & accept_far_moving(bflat, lab)
+            use = ~moving_lut[lab] | near | far_ok
+            mov_acc = near | far_ok  # rays that count for voxels of a moving class
+            o, e, lab, w, cos, mov_acc = o[use], e[use], lab[use], w[use], cos[use], mov_acc[use]
+            n_rays += o.shape[0]
+            r = (e - o).norm(dim=-1)
+            dirs = (e - o) / r.clamp(min=1e-9)[:, None]
+            # signed distance along the normal = along the ray x |cos| (floored like the band's length:
+            # measured, the floor keeps the band's full ±tau and fills grazing surfaces better)
+            c = cos.clamp(min=opts.tsdf_min_cos)
+            half = tau / c  # band half-length along the ray
+            for chunk, ray, tt in ray_segment_samples(
+                o, dirs, r - half, r + half, grid, opts.step_fraction * vs, opts.chunk
+            ):
+                n_samples += chunk.numel()
+                sdf = ((r[ray] - tt) * c[ray]).clamp(-tau, tau)
+                ww = w[ray] * float(opts.tsdf_stride**2)
+                tsdf_w += torch.bincount(chunk, weights=ww, minlength=V)
+                tsdf_d += torch.bincount(chunk, weights=ww * sdf, minlength=V)
+                m = mov_acc[ray]
+                tsdf_wm += torch.bincount(chunk[m], weights=ww[m], minlength=V)
+                tsdf_dm += torch.bincount(chunk[m], weights=(ww * sdf)[m], minlength=V)
+                band_votes.index_add_(0, chunk * NC + lab[ray], ww * (1.05 - sdf.abs() / tau))
+        band_votes = band_votes.view(V, NC)
+
     if mask_o:
         # mask_camera: the keyframe's rays all the way to their surface point (as Occ3D's ray casting)
         o, e = torch.cat(mask_o), torch.cat(mask_e)
@@ -685,8 +841,34 @@ def fuse_keyframe(
     pass_w = opts.step_fraction * opts.ray_stride**2
     weighted = votes.sum(1)
     best_votes, best = votes.max(1)
-    passes = torch.where(moving_lut[best], passes_moving, passes_static) * pass_w
+    if band_votes is not None:
+        # voxels without point votes (placed by the TSDF alone) take the class of the band's votes
+        bb = band_votes.argmax(1)
+        best = torch.where(weighted > 0, best, bb)
+    if NM and opts.moving_share > 0:
+        # the near frames say "moving class": their verdict, whatever the far frames' static votes say
+        nmv, nmi = near_mov.view(V, NM).max(1)
+        override = (nmv > 0) & (nmv >= opts.moving_share * near_total)
+        best = torch.where(override, mov_ids[nmi], best)
+        best_votes = torch.where(override, votes.gather(1, best[:, None])[:, 0], best_votes)
+    is_moving = moving_lut[best]
+    passes = torch.where(is_moving, passes_moving, passes_static) * pass_w
     occupied = (evidence >= opts.min_hits) & (weighted >= opts.occ_ratio * passes) & (evidence > 0)
+    if opts.tsdf:
+        # weighted mean signed distance, carving passes counted as samples at +band; occupied where it is
+        # at most tsdf_occ voxels in front of the surface (behind it: inside the solid)
+        wsum = torch.where(is_moving, tsdf_wm, tsdf_w)
+        dsum = torch.where(is_moving, tsdf_dm, tsdf_d)
+        carve = (
+            opts.tsdf_carve * float(opts.ray_stride**2) * torch.where(is_moving, passes_moving, passes_static)
+        )
+        mean_sdf = (dsum + carve * tau) / (wsum + carve).clamp(min=1e-12)
+        surface = (wsum > 0) & (mean_sdf <= opts.tsdf_occ * vs)
+        if not opts.tsdf_behind:
+            surface &= mean_sdf >= -opts.tsdf_occ * vs
+        # voxels the TSDF has no sample of (points between the tsdf_stride rays) keep the vote test
+        surface = torch.where(wsum > 0, surface, occupied)
+        occupied = surface if opts.tsdf_moving else torch.where(is_moving, occupied, surface)
     passes_out = passes_raw * pass_w
     free = ~occupied & ((passes_raw > 0) | seen)
 
@@ -694,6 +876,9 @@ def fuse_keyframe(
     # winning share of the votes x mean confidence of the points
     mean_conf = evidence / (counts.float() * opts.point_stride**2).clamp(min=1e-9)
     conf_occ = best_votes / weighted.clamp(min=1e-9) * mean_conf
+    if band_votes is not None:  # voxels placed by the TSDF alone: the class's share of the band's votes
+        share = band_votes.gather(1, best[:, None])[:, 0] / band_votes.sum(1).clamp(min=1e-9)
+        conf_occ = torch.where(weighted > 0, conf_occ, share)
     passes_w = passes_static * pass_w
     conf_free = passes_w / (passes_w + weighted).clamp(min=1e-9)
     confidence = torch.where(occupied, conf_occ, torch.where(free, conf_free, torch.zeros_like(conf_free)))
@@ -921,7 +1106,7 @@ def run(
         grid,
         {
             "classes": classes.to_dict(),
-            "cache": str(Path(cache.path).resolve()),
+            "cache": location_str(cache.path),
             "source": opts.source,
             "depth_key": depth_key,
             "semantics_key": semantics_key,
@@ -1006,7 +1191,7 @@ def run(
             "skipped": skipped,
         },
     )
-    return Path(out)
+    return store_location(out)
 
 
 __all__ = [

@@ -55,7 +55,11 @@ from occlabel.store.common import (
     open_root,
     provenance,
     read_meta,
+    read_meta_fresh,
+    store_location,
+    update_root_meta,
     write_meta,
+    write_scene_record,
 )
 
 #: calibration flag bits
@@ -111,15 +115,17 @@ def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
 class Cache:
     """Read/write access to a CACHE.zarr store. Open with :func:`open_cache` or :meth:`Cache.create`."""
 
-    def __init__(self, root: zarr.Group, path: Path):
+    def __init__(self, root: zarr.Group, path: str | Path):
         self.root = root
-        self.path = path
+        #: a local Path, or the store's URL (s3://..., gs://...) as a string
+        self.path = store_location(path)
 
     # ------------------------------------------------------------------ creation / opening
     @classmethod
     def create(cls, path: str | Path, dataset: Dataset, overwrite: bool = False) -> Cache:
-        """Open ``path`` for writing, creating it for ``dataset``; an existing cache must be for the same dataset."""
-        path = Path(path)
+        """Open ``path`` (a local path or an fsspec URL) for writing, creating it for ``dataset``; an existing
+        cache must be for the same dataset."""
+        path = store_location(path)
         root = open_root(path, "cache", create=True, overwrite=overwrite)
         meta = read_meta(root)
         ds = {"kind": dataset.kind, "root": str(dataset.root), "options": dataset.options}
@@ -138,7 +144,7 @@ class Cache:
                 f"not {ds['kind']!r} {ds['options'] or {}} (use the same --dataset/--dataset-option values, "
                 "another --out, or --overwrite)"
             )
-        if not meta:
+        if not meta and not read_meta_fresh(root):  # creation (a concurrent writer may just have done it)
             meta = {
                 "kind": "cache",
                 "dataset": ds,
@@ -154,15 +160,28 @@ class Cache:
         return read_meta(self.root)
 
     def update_meta(self, **fields: Any) -> None:
-        meta = self.meta
-        meta.update(fields)
-        write_meta(self.root, meta)
+        """Set root attribute ``fields`` (merged into the freshest copy in the store: concurrent writers of
+        other scenes keep theirs; see occlabel.store.common.update_root_meta)."""
+        update_root_meta(self.root, lambda meta: meta.update(fields))
 
-    def record_stage(self, stage: str, info: dict[str, Any]) -> None:
-        """Record a stage's resolved options and provenance under attrs["occlabel"]["stages"][stage]."""
-        meta = self.meta
-        meta.setdefault("stages", {})[stage] = {**info, **provenance()}
-        write_meta(self.root, meta)
+    def record_stage(
+        self, stage: str, info: dict[str, Any], scenes: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        """Record a stage's run: per scene in the scene group's attrs (``<scene>.attrs.occlabel.stages[stage]``:
+        ``scenes[name]``, written only by that scene's writer) and this run's summary (resolved options,
+        provenance, counts) under the root's ``attrs["occlabel"]["stages"][stage]`` (the last run's)."""
+        for name, rec in (scenes or {}).items():
+            write_scene_record(self.root[name], stage, rec)
+        record = {**info, **provenance()}
+
+        def update(meta: dict[str, Any]) -> None:
+            meta.setdefault("stages", {})[stage] = record
+
+        update_root_meta(self.root, update)
+
+    def scene_record(self, scene: str, stage: str) -> dict[str, Any] | None:
+        """``stage``'s record of its last run over ``scene`` (None when it has not run there)."""
+        return (self.scene_meta(scene).get("stages") or {}).get(stage)
 
     def open_dataset(self) -> Dataset:
         """Reopen the dataset recorded in the cache (stage 2 reads its images again)."""
@@ -201,7 +220,7 @@ class Cache:
             raise StoreError(
                 f"{self.path}: scene {scene.name!r} in the cache has other frames than the dataset; use --overwrite"
             )
-        write_meta(g, smeta)
+        write_meta(g, {**old, **smeta})  # keeps the scene's stage records
         poses = np.stack([f.T_world_from_ego for f in scene.frames])
         create_or_open_array(g, "T_world_from_ego", (T, 4, 4), "float64", chunks=(T, 4, 4))[:] = poses
         for cam in scene.cameras:
@@ -450,8 +469,9 @@ def depth_from_relative(
 
 
 def open_cache(path: str | Path, mode: str = "r") -> Cache:
-    """Open an existing CACHE.zarr (``mode`` "r" to read, "a" to add stage outputs)."""
-    path = Path(path)
+    """Open an existing CACHE.zarr at a local path or fsspec URL (``mode`` "r" to read, "a" to add stage
+    outputs)."""
+    path = store_location(path)
     root = open_root(path, "cache", create=False, mode=mode)
     return Cache(root, path)
 

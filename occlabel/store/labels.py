@@ -55,7 +55,10 @@ from occlabel.store.common import (
     open_root,
     provenance,
     read_meta,
+    store_location,
+    update_root_meta,
     write_meta,
+    write_scene_record,
 )
 
 
@@ -151,9 +154,12 @@ DIMENSION_NAMES = ("sample", "x", "y", "z")
 class LabelsWriter:
     """Write access to a LABELS.zarr (used by occlabel.stages.voxelize). Create with :meth:`create`."""
 
-    def __init__(self, root: zarr.Group, path: Path):
+    def __init__(self, root: zarr.Group, path: str | Path):
         self.root = root
-        self.path = path
+        #: a local Path, or the store's URL as a string
+        self.path = store_location(path)
+        #: scene -> samples written by this writer (recorded per scene by :meth:`update_meta`)
+        self._written: dict[str, int] = {}
 
     @classmethod
     def create(
@@ -165,23 +171,30 @@ class LabelsWriter:
         fields ``grid``, ``classes``, ``cache``, ``source``, ``depth_key``, ``semantics_key``, ``options``);
         otherwise a StoreError asks for ``--overwrite`` or another ``--out``.
         """
-        path = Path(path)
+        path = store_location(path)
         root = open_root(path, "labels", create=True, overwrite=overwrite)
-        old = read_meta(root)
         new = {"kind": "labels", "grid": grid.to_dict(), **meta}
+        if isinstance(new.get("cache"), str):
+            new["cache"] = _unmangle_url(new["cache"])
         new = _roundtrip_json(new)
-        if old:
-            for k in ("grid", "classes", "cache", "source", "depth_key", "semantics_key", "options"):
-                if k in new and old.get(k) != new[k]:
-                    raise StoreError(
-                        f"{path}: existing labels were made with another {k} ({old.get(k)!r}, now {new[k]!r}); "
-                        "use --overwrite or another --out"
-                    )
-            merged = {**old, **{k: v for k, v in new.items() if k not in ("created",)}}
-        else:
-            merged = {**new, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        merged["provenance"] = provenance()
-        write_meta(root, merged)
+        prov = provenance()
+
+        def merge(old: dict[str, Any]) -> dict[str, Any]:
+            # the freshest root attrs: several writers (shards, Ray tasks) may open one store at once
+            if old:
+                for k in ("grid", "classes", "cache", "source", "depth_key", "semantics_key", "options"):
+                    if k in new and old.get(k) != new[k]:
+                        raise StoreError(
+                            f"{path}: existing labels were made with another {k} ({old.get(k)!r}, now {new[k]!r}); "
+                            "use --overwrite or another --out"
+                        )
+                merged = {**old, **{k: v for k, v in new.items() if k not in ("created",)}}
+            else:
+                merged = {**new, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            merged["provenance"] = prov
+            return merged
+
+        update_root_meta(root, merge)
         return cls(root, path)
 
     @property
@@ -189,12 +202,23 @@ class LabelsWriter:
         return read_meta(self.root)
 
     def update_meta(self, drop: tuple[str, ...] = (), **fields: Any) -> None:
-        """Set root attribute ``fields`` and remove the keys in ``drop``."""
-        meta = self.meta
-        for k in drop:
-            meta.pop(k, None)
-        meta.update(fields)
-        write_meta(self.root, meta)
+        """Set root attribute ``fields`` and remove the keys in ``drop`` (merged into the freshest copy in
+        the store, see occlabel.store.common.update_root_meta). Also records, in each scene group this
+        writer initialised, ``stages.voxelize``: samples written by this run, samples done, provenance."""
+        for scene, n in self._written.items():
+            done = self.done(scene)
+            write_scene_record(
+                self.root[scene],
+                "voxelize",
+                {"keyframes_written": n, "keyframes_done": int(done.sum()), "keyframes": int(done.size)},
+            )
+
+        def update(meta: dict[str, Any]) -> None:
+            for k in drop:
+                meta.pop(k, None)
+            meta.update(_roundtrip_json(fields))
+
+        update_root_meta(self.root, update)
 
     @property
     def grid(self) -> VoxelGrid:
@@ -230,7 +254,8 @@ class LabelsWriter:
             raise StoreError(
                 f"{self.path}: scene {scene!r} holds other samples than the cache; use --overwrite"
             )
-        write_meta(g, smeta)
+        write_meta(g, {**old, **smeta})  # keeps the scene's stage records
+        self._written.setdefault(scene, 0)
         X, Y, Z = self.grid.shape
         free = self.classes.free
         for name, (dtype, fill) in VOXEL_ARRAYS.items():
@@ -284,6 +309,7 @@ class LabelsWriter:
             g[name][index] = np.asarray(arrays[name]).astype(dtype, copy=False)
         g["T_ego_from_grid"][index] = np.asarray(arrays.get("T_ego_from_grid", np.eye(4)), np.float64)
         g["done"][index] = True
+        self._written[scene] = self._written.get(scene, 0) + 1
 
 
 class LabelsReader:
@@ -302,7 +328,7 @@ class LabelsReader:
     """
 
     def __init__(self, path: str | Path, counts: bool = False):
-        self.path = Path(path)
+        self.path = store_location(path)
         self.root = open_root(self.path, "labels", create=False, mode="r")
         self.meta = read_meta(self.root)
         if self.meta.get("kind") != "labels" or "grid" not in self.meta:
@@ -385,6 +411,18 @@ class LabelsReader:
 def open_labels(path: str | Path, counts: bool = False) -> LabelsReader:
     """Open a LABELS.zarr for reading (see :class:`LabelsReader`); ``counts=True`` adds hits/passes."""
     return LabelsReader(path, counts=counts)
+
+
+def _unmangle_url(name: str) -> str:
+    """A store URL that went through ``str(Path(url).resolve())`` (``/cwd/s3:/bucket/x``) back as the URL
+    (``s3://bucket/x``), so that the recorded source cache does not depend on the writer's working
+    directory; other names unchanged."""
+    import re
+
+    m = re.search(r"(?:^|/)([a-z][a-z0-9+.-]*):/([^/].*)$", name)
+    if m and m.group(1) not in ("file", "local"):
+        return f"{m.group(1)}://{m.group(2)}"
+    return name
 
 
 def _roundtrip_json(x: Any) -> Any:

@@ -118,7 +118,7 @@ def synth_nuscenes(
     seed: int = 0,
     keyframe_every: int = 6,
     fps: float = 12.0,
-    progress: bool = True,
+    progress: bool = False,
     overwrite: bool = False,
     *,
     ego_speed: float | None = None,

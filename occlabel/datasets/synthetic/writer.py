@@ -88,7 +88,7 @@ def synth(
     seed: int = 0,
     keyframe_every: int = 5,
     fps: float = 10.0,
-    progress: bool = True,
+    progress: bool = False,
     overwrite: bool = False,
     *,
     ego_speed: float | None = None,

@@ -697,6 +697,11 @@ def extract_2d(
 )
 @click.option("--overwrite", is_flag=True, help="Recalibrate frames already done.")
 @click.option(
+    "--write-depth",
+    is_flag=True,
+    help="Also store each frame's metric depth (float16 m, NaN = unknown) in the cache as metric_depth.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="List the work (scenes x cameras x frames to do / done) and exit; write nothing.",
@@ -716,6 +721,7 @@ def calibrate_depth(
     ground,
     sky,
     overwrite,
+    write_depth,
     dry_run,
     shard,
     executor,
@@ -755,7 +761,7 @@ def calibrate_depth(
             dict(
                 cache=location_str(cache), neighbours=_ints(neighbours, "--neighbours"),
                 target_baseline_m=target_baseline_m, widths=_ints(widths, "--widths"), overwrite=overwrite,
-                photometric=photometric, overlap=overlap, ground=ground, sky=sky,
+                photometric=photometric, overlap=overlap, ground=ground, sky=sky, write_depth=write_depth,
             ),
             device, ray_address, workers, max_retries,
         )  # fmt: skip
@@ -774,6 +780,7 @@ def calibrate_depth(
         overlap=overlap,
         ground=ground,
         sky=sky,
+        write_depth=write_depth,
     )
     click.echo(f"calibrated {cache}")
 

@@ -401,6 +401,23 @@ def test_run_end_to_end_writes_and_resumes(tmp_path, corridor, monkeypatch):
     calibrate_depth.run(path, device="cpu", progress=False, overwrite=True, **FAST)
     assert len(calls) == 2
 
+    # --write-depth on a calibrated cache stores every frame's metric depth without refitting anything
+    from occlabel.errors import StoreError
+
+    with pytest.raises(StoreError, match="no stored metric depth"):
+        open_cache(path).read_metric_depth("scene-0", "CAM_FRONT", 0)
+    calibrate_depth.run(path, device="cpu", progress=False, write_depth=True, **FAST)
+    assert len(calls) == 2
+    cache = open_cache(path)
+    assert cache.metric_depth_done("scene-0", "CAM_FRONT").all()
+    for t in range(len(frames)):
+        stored = cache.read_metric_depth("scene-0", "CAM_FRONT", t)
+        computed = cache.metric_depth("scene-0", "CAM_FRONT", t)
+        assert stored.dtype == np.float32 and stored.shape == computed.shape
+        assert np.array_equal(np.isnan(stored), np.isnan(computed))
+        m = np.isfinite(computed)
+        np.testing.assert_allclose(stored[m], computed[m], rtol=1e-3)  # float16 storage
+
 
 def test_stationary_frames_are_flagged_and_fall_back(tmp_path):
     # frames 0-3 drive, then the car stops for frames 4-7. Strides of up to 3 frames reach back to where

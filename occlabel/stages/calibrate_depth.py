@@ -1072,6 +1072,7 @@ def run(
     neighbours: tuple[int, ...] = (-1, 1),
     progress: bool = False,
     overwrite: bool = False,
+    write_depth: bool = False,
     **options: Any,
 ) -> Path | str:
     """Calibrate the relative depth of every frame of a cache; returns ``cache_path`` (a Path or the URL).
@@ -1087,6 +1088,9 @@ def run(
             strided up to ``max_stride`` times to reach ``target_baseline_m`` (see :func:`choose_sources`).
         progress: show a progress bar.
         overwrite: recalibrate frames already calibrated (otherwise they are skipped).
+        write_depth: also store each calibrated frame's metric depth (float16 metres, NaN where unknown or
+            sky) as ``metric_depth`` beside the relative map, for tools that read depth maps directly
+            (:meth:`Cache.read_metric_depth`); frames calibrated now, and any calibrated frame without one.
         options: any field of :class:`CalibrationConfig`.
     """
     unknown = set(options) - set(CalibrationConfig.__dataclass_fields__)
@@ -1149,6 +1153,9 @@ def run(
             "cues": dict.fromkeys(CUES, 0),
         }
         _fallback_and_write(cache, sname, results, depth_key, cfg, sstats)
+        if write_depth:
+            for cam, r in results.items():
+                _write_metric_depth(cache, sname, cam, depth_key, semantics_key, r["todo"], cfg.max_depth_m)
         for k in ("frames", *FLAGS):
             stats[k] += sstats[k]
         stats["baselines"] += sstats["baselines"]
@@ -1651,6 +1658,23 @@ _ARRAYS = {
     "ground_ratio": ("float32", np.nan),
     "done": ("bool", False),
 }
+
+
+def _write_metric_depth(
+    cache: Cache,
+    scene: str,
+    camera: str,
+    depth_key: str,
+    semantics_key: str | None,
+    todo: np.ndarray,
+    max_depth_m: float,
+) -> None:
+    """Store the metric depth of the camera's calibrated frames that were just calibrated or have none."""
+    done = cache.read_calibration(scene, camera, depth_key)["done"].astype(bool)
+    have = cache.metric_depth_done(scene, camera, depth_key)
+    for t in np.flatnonzero(done & (np.asarray(todo, bool) | ~have)):
+        depth = cache.metric_depth(scene, camera, int(t), depth_key, semantics_key, max_depth_m=max_depth_m)
+        cache.write_metric_depth(scene, camera, depth_key, int(t), depth)
 
 
 def _fallback_and_write(

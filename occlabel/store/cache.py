@@ -402,6 +402,33 @@ class Cache:
         # frames count as calibrated where the caller says so, else wherever the depth map is done
         done[:] = np.asarray(arrays["done"] if "done" in arrays else g["done"][:], bool)
 
+    def write_metric_depth(self, scene: str, camera: str, key: str, t: int, depth_m: np.ndarray) -> None:
+        """Store frame ``t``'s calibrated metric depth <float: h, w> (metres, NaN = unknown) as float16 in
+        ``metric_depth`` (written by ``calibrate-depth --write-depth``), then mark it done."""
+        g = self._maps(scene, camera, "depth", key)
+        self._frame_array(g, "metric_depth", "float16", np.nan, scene, camera)[t] = np.asarray(
+            depth_m, np.float16
+        )
+        T = len(self.scene_meta(scene)["tokens"])
+        create_or_open_array(g, "metric_depth_done", (T,), "bool", chunks=(T,), fill_value=False)[t] = True
+
+    def metric_depth_done(self, scene: str, camera: str, key: str | None = None) -> np.ndarray:
+        """<bool: T> frames whose metric depth is stored (all False without ``--write-depth``)."""
+        g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
+        if "metric_depth_done" in g:
+            return g["metric_depth_done"][:].astype(bool)
+        return np.zeros(len(self.scene_meta(scene)["tokens"]), bool)
+
+    def read_metric_depth(self, scene: str, camera: str, t: int, key: str | None = None) -> np.ndarray:
+        """The stored metric depth <np.float32: h, w> of frame ``t`` (``--write-depth``); StoreError if none."""
+        key = self.resolve_key("depth", key)
+        if not self.metric_depth_done(scene, camera, key)[t]:
+            raise StoreError(
+                f"{self.path}: {scene}/{camera} frame {t} has no stored metric depth "
+                "(calibrate-depth --write-depth; or use metric_depth(), which computes it)"
+            )
+        return self._maps(scene, camera, "depth", key)["metric_depth"][t].astype(np.float32)
+
     def has_calibration(self, scene: str, camera: str, key: str | None = None) -> bool:
         g = self._maps(scene, camera, "depth", self.resolve_key("depth", key))
         return "calibration/done" in g and bool(g["calibration/done"][:].any())

@@ -196,19 +196,7 @@ def _calib(calib, seq_dir: Path, cams: list[int], camera_height: float) -> dict[
     T_e0 = T_ego_from_cam0(camera_height)
     out: dict[str, Any] = {"K": {}, "T_ego_from_cam": {}}
     for i in cams:
-        P = np.asarray(getattr(calib, f"P_rect_{i}0"), np.float64)
-        K = P[:, :3]
-        if not (
-            np.all(np.isfinite(P))
-            and K[0, 0] > 0
-            and K[1, 1] > 0
-            and K[1, 0] == 0
-            and np.allclose(K[2], [0, 0, 1])
-        ):
-            raise DatasetError(
-                f"{at}: P{i} is not a rectified projection K [I | t] with K = [[fx,s,cx],[0,fy,cy],[0,0,1]]"
-            )
-        t = np.linalg.solve(K, P[:, 3])  # cam0's centre in camera i's frame
+        K, t = split_rectified_projection(getattr(calib, f"P_rect_{i}0"), f"{at}: P{i}")
         T_cam_i_from_cam0 = rigid_transform(np.eye(3), t)
         out["K"][i] = K.copy()
         out["T_ego_from_cam"][i] = T_e0 @ np.linalg.inv(T_cam_i_from_cam0)
@@ -217,6 +205,28 @@ def _calib(calib, seq_dir: Path, cams: list[int], camera_height: float) -> dict[
     if out["T_ego_from_velo"] is None:
         log.warning("%s: Tr (velodyne -> cam0) is not rigid; LiDAR and voxel ground truth left out", at)
     return out
+
+
+def split_rectified_projection(P: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """K <float64: 3, 3> and t <float64: 3> of a rectified projection ``P = K [I | t]`` <3 x 4> (KITTI's
+    P0-P3 / P_rect_0i: t is the reference camera's centre offset in camera i's frame, metres).
+
+    Raises:
+        DatasetError: P is not of that form (``where`` names it).
+    """
+    P = np.asarray(P, np.float64)
+    K = P[:, :3]
+    if not (
+        np.all(np.isfinite(P))
+        and K[0, 0] > 0
+        and K[1, 1] > 0
+        and K[1, 0] == 0
+        and np.allclose(K[2], [0, 0, 1])
+    ):
+        raise DatasetError(
+            f"{where} is not a rectified projection K [I | t] with K = [[fx,s,cx],[0,fy,cy],[0,0,1]]"
+        )
+    return K.copy(), np.linalg.solve(K, P[:, 3])
 
 
 def _listing(d: Path) -> set[str]:

@@ -88,7 +88,14 @@ from PIL import Image
 
 from occlabel.conventions import is_rigid, scale_intrinsics
 from occlabel.datasets.base import CameraImage, Dataset, Frame, Scene, rigid_transform
-from occlabel.datasets.kitti import _camera_index, _frames, _list, _listing, _pykitti
+from occlabel.datasets.kitti import (
+    _camera_index,
+    _frames,
+    _list,
+    _listing,
+    _pykitti,
+    split_rectified_projection,
+)
 from occlabel.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -173,21 +180,11 @@ def _calib(raw, pykitti, date_dir: Path, cams: list[int], h: float) -> dict[str,
     sizes = pykitti.utils.read_calib_file(str(date_dir / "calib_cam_to_cam.txt"))
     out: dict[str, Any] = {"K": {}, "S_rect": {}, "T_ego_from_cam": {}}
     for i in cams:
-        P = np.asarray(getattr(c, f"P_rect_{i}0"), np.float64)
-        K = P[:, :3]
-        if not (
-            np.all(np.isfinite(P))
-            and K[0, 0] > 0
-            and K[1, 1] > 0
-            and K[1, 0] == 0
-            and np.allclose(K[2], [0, 0, 1])
-        ):
-            raise DatasetError(
-                f"{date_dir / 'calib_cam_to_cam.txt'}: P_rect_0{i} is not a rectified projection K [I | t] "
-                "with K = [[fx,s,cx],[0,fy,cy],[0,0,1]]"
-            )
-        t = np.linalg.solve(K, P[:, 3])  # rectified cam0's centre in camera i's frame
-        out["K"][i] = K.copy()
+        # t: rectified cam0's centre in camera i's frame
+        K, t = split_rectified_projection(
+            getattr(c, f"P_rect_{i}0"), f"{date_dir / 'calib_cam_to_cam.txt'}: P_rect_0{i}"
+        )
+        out["K"][i] = K
         S = sizes.get(f"S_rect_0{i}")
         out["S_rect"][i] = (float(S[0]), float(S[1])) if S is not None and len(S) == 2 else None
         T = T_ego_from_rect0 @ np.linalg.inv(rigid_transform(np.eye(3), t))

@@ -246,7 +246,7 @@ def run(
         "protocol", "gt", "labels"; also stored in the labels root attributes under "evaluation".
     """
     from occlabel.datasets.base import load_occupancy
-    from occlabel.store.common import open_root, read_meta, write_meta
+    from occlabel.store.common import open_root, update_root_meta
     from occlabel.store.export import (
         read_semantickitti_voxels,
         semantickitti_names,
@@ -365,9 +365,7 @@ def run(
         Path(json_out).write_text(json.dumps(results, indent=1))
     try:
         root = open_root(labels_path, "labels", create=False, mode="a")
-        meta = read_meta(root)
-        meta["evaluation"] = results
-        write_meta(root, meta)
+        update_root_meta(root, lambda meta: meta.update(evaluation=results))
     except OSError as e:  # a read-only store still evaluates
         log.warning("evaluate: could not record the results in %s (%s)", labels_path, e)
     return results

@@ -646,7 +646,11 @@ def cache_figure(
         im = ax.imshow(depth, cmap=cmap, norm=mcolors.Normalize(0, max(1.0, vmax)))
         bar(im, ax, "metric depth (m)")
         a, b = float(cal["scale"][t]), float(cal["shift"][t])
-        ax.set_title(f"calibrated depth: 1/z = {a:.3g}·d + {b:.3g}  (grey: sky / none)", fontsize=9)
+        lhs = "1/z" if cal.get("attrs", {}).get("space", "disparity") == "disparity" else "z"
+        sign = "−" if b < 0 else "+"
+        ax.set_title(
+            f"calibrated depth: {lhs} = {a:.3g}·d {sign} {abs(b):.3g}  (grey: sky / none)", fontsize=9
+        )
     else:
         missing(ax, "not calibrated (run calibrate-depth)")
     if photo is not None:

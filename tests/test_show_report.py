@@ -13,9 +13,9 @@ from PIL import Image
 
 from occlabel.cli import main
 from occlabel.conventions import FREE, GRIDS, VoxelGrid
+from occlabel.viz.bev import bev_rgb
 from occlabel.viz.render import (
     BACKGROUND_RGB,
-    bev_image,
     bev_pixel,
     cast_rays,
     class_palette,
@@ -64,7 +64,7 @@ def test_bev_orientation_and_ego_position():
     g = GRIDS["occ3d"]
     sem = np.full(g.shape, FREE, np.uint8)
     sem[199, 199, 0] = 4  # front-left corner
-    img = bev_image(sem, None, FREE, class_palette())
+    img = bev_rgb(sem, None, FREE, class_palette())
     assert (img[0, 0] == class_palette()[4]).all()  # forward up, left left
     # the ego origin sits at the centre of the occ3d BEV, 1 m forward is 2.5 px up
     c = bev_pixel(np.array([[0.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0]]), g)

@@ -13,23 +13,30 @@ UNKNOWN_RGB = (40, 40, 40)
 FREE_RGB = (208, 200, 182)
 
 
-def bev_rgb(semantics: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def bev_rgb(
+    semantics: np.ndarray,
+    mask: np.ndarray | None = None,
+    free: int = FREE,
+    palette: np.ndarray | None = None,
+) -> np.ndarray:
     """Top-down colour image of a label grid.
 
     Args:
-        semantics: <np.uint8: X, Y, Z> class ids (FREE = 17), ego frame [x, y, z].
+        semantics: <np.uint8: X, Y, Z> class ids, grid frame [x, y, z].
         mask: optional <bool: X, Y, Z> of observed voxels; columns never observed are drawn dark.
+        free: the class set's free id (Occ3D: 17; SemanticKITTI: 0).
+        palette: <np.uint8: 256, 3> colour per id (default: Occ3D's).
     Returns:
         <np.uint8: X, Y, 3> with forward (+x) up and left (+y) left, as seen from above.
     """
     X, Y, Z = semantics.shape
-    occ = semantics != FREE
+    occ = semantics != free
     if mask is not None:
         occ &= mask.astype(bool)
     # index of the top-most occupied voxel per column (-1 where none)
     top = np.where(occ.any(-1), Z - 1 - np.argmax(occ[..., ::-1], axis=-1), -1)
     cls = np.take_along_axis(semantics, np.clip(top, 0, Z - 1)[..., None], -1)[..., 0]
-    img = occ3d_palette()[cls]
+    img = (occ3d_palette() if palette is None else palette)[cls]
     img[top < 0] = FREE_RGB
     if mask is not None:
         img[~mask.astype(bool).any(-1)] = UNKNOWN_RGB

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from occlabel.conventions import FREE, OCC3D_CLASSES, SKY, SKY_COLOUR, UNLABELED, VoxelGrid
-from occlabel.viz.bev import FREE_RGB, UNKNOWN_RGB
 
 #: colour of the ego car marker (crimson; no class of the built-in palettes uses it)
 EGO_RGB = (220, 20, 60)
@@ -74,25 +73,6 @@ def class_names(classes=None) -> dict[int, str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def bev_image(semantics: np.ndarray, mask: np.ndarray | None, free: int, palette: np.ndarray) -> np.ndarray:
-    """Top-down colour image of a label grid (top-most occupied voxel per column), any class set.
-
-    Same orientation as occlabel.viz.bev.bev_rgb: <np.uint8: X, Y, 3>, forward (+x) up, left (+y) left;
-    observed columns without an occupied voxel warm grey, never-observed columns dark.
-    """
-    X, Y, Z = semantics.shape
-    occ = semantics != free
-    if mask is not None:
-        occ &= mask.astype(bool)
-    top = np.where(occ.any(-1), Z - 1 - np.argmax(occ[..., ::-1], axis=-1), -1)
-    cls = np.take_along_axis(semantics, np.clip(top, 0, Z - 1)[..., None], -1)[..., 0]
-    img = palette[cls]
-    img[top < 0] = FREE_RGB
-    if mask is not None:
-        img[~mask.astype(bool).any(-1)] = UNKNOWN_RGB
-    return np.ascontiguousarray(img[::-1, ::-1])
-
-
 def ego_in_grid(grid: VoxelGrid, T_ego_from_grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ego origin and its forward unit vector in the grid's frame (metres): (<3>, <3>)."""
     T = np.eye(4) if T_ego_from_grid is None else np.asarray(T_ego_from_grid, np.float64)
@@ -101,7 +81,7 @@ def ego_in_grid(grid: VoxelGrid, T_ego_from_grid: np.ndarray | None = None) -> t
 
 
 def bev_pixel(points_grid: np.ndarray, grid: VoxelGrid) -> np.ndarray:
-    """(column, row) in a BEV image (:func:`bev_image`, one pixel per voxel column) of points <N, 3> in
+    """(column, row) in a BEV image (:func:`occlabel.viz.bev.bev_rgb`, one pixel per voxel column) of points <N, 3> in
     the grid frame; pixel centres at integer coordinates (matplotlib's imshow convention)."""
     p = np.atleast_2d(np.asarray(points_grid, np.float64))
     X, Y, _ = grid.shape
@@ -111,7 +91,7 @@ def bev_pixel(points_grid: np.ndarray, grid: VoxelGrid) -> np.ndarray:
 
 
 def draw_ego_bev(ax, grid: VoxelGrid, T_ego_from_grid: np.ndarray | None = None) -> None:
-    """Draw the ego car (its box outline and a heading arrow) on a BEV axes of :func:`bev_image`."""
+    """Draw the ego car (its box outline and a heading arrow) on a BEV axes of :func:`occlabel.viz.bev.bev_rgb`."""
     lo, hi = EGO_BOX
     corners_ego = np.array(
         [[lo[0], lo[1], 0], [hi[0], lo[1], 0], [hi[0], hi[1], 0], [lo[0], hi[1], 0]], float
@@ -398,7 +378,6 @@ __all__ = [
     "EGO_BOX",
     "EGO_ID",
     "EGO_RGB",
-    "bev_image",
     "bev_pixel",
     "cast_rays",
     "class_names",

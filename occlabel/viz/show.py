@@ -15,10 +15,9 @@ import numpy as np
 
 from occlabel.conventions import SKY, UNLABELED, VoxelGrid
 from occlabel.errors import OccLabelError, StoreError
-from occlabel.viz.bev import FREE_RGB, UNKNOWN_RGB
+from occlabel.viz.bev import FREE_RGB, UNKNOWN_RGB, bev_rgb
 from occlabel.viz.render import (
     EGO_RGB,
-    bev_image,
     class_palette,
     draw_ego_bev,
     occupied_points,
@@ -249,7 +248,7 @@ def labels_figure(
     pts = _frame_points([(sem, mask, classes) for _, sem, mask, classes in columns], grid, T_eg)
     for _, sem, mask, classes in columns:
         pal = class_palette(classes)
-        bevs.append(bev_image(sem, mask, classes.free, pal))
+        bevs.append(bev_rgb(sem, mask, classes.free, pal))
         renders.append(
             render_oblique(sem, grid, pal, classes.free, mask, T_eg, width=render_width, frame_points=pts)
         )

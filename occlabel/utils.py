@@ -51,3 +51,23 @@ def resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
     rows = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
     cols = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
     return a[np.ix_(rows, cols)]
+
+
+def machine_description() -> str:
+    """One line naming this machine for benchmark reports: CPU model, torch threads, GPU, torch and Python."""
+    import platform
+    from pathlib import Path
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {torch.get_num_threads()} threads, {dev}; torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import shutil
 import sys
@@ -22,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
@@ -33,20 +31,7 @@ from occlabel.pipelines import run_synthetic  # noqa: E402
 from occlabel.stages import calibrate_depth, evaluate_depth  # noqa: E402
 from occlabel.store.cache import open_cache  # noqa: E402
 from occlabel.store.common import COMPRESSOR  # noqa: E402
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} threads, {dev}; torch {torch.__version__}, Python {platform.python_version()}"
-
+from occlabel.utils import machine_description  # noqa: E402
 
 CODECS = {
     "none": None,
@@ -200,7 +185,7 @@ def render(results: dict, study: list[dict], args, ablation: dict | None = None)
         "",
         f"## Pipeline on synthetic scenes — {today}",
         "",
-        f"Machine: {machine()}. occlabel {__version__}. Command: `make bench`"
+        f"Machine: {machine_description()}. occlabel {__version__}. Command: `make bench`"
         + (" (`--quick`)" if args.quick else "")
         + (
             " (`--reuse-caches`: extract-2d and calibrate-depth times from the run that made the caches)"
@@ -503,7 +488,7 @@ def render_voxelize_ablation(vox: dict, args) -> str:
         "",
         f"## Voxelize: label quality and ablation — {time.strftime('%Y-%m-%d')}",
         "",
-        f"Machine: {machine()}. Command: `python scripts/bench.py` (`voxelize_ablation`); synthetic scenes "
+        f"Machine: {machine_description()}. Command: `python scripts/bench.py` (`voxelize_ablation`); synthetic scenes "
         f"front ({'10' if args.quick else '20'} frames) and surround ({'5' if args.quick else '10'} frames), "
         f"keyframe every 5th frame, seeds {seeds}"
         + ". Occ3D protocol over the ground truth's `mask_camera`. *Reference*: labels fused from the "

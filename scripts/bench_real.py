@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import re
 import shlex
 import sys
@@ -55,6 +54,7 @@ from occlabel.datasets import open_dataset  # noqa: E402
 from occlabel.geometry.ground import robust_linear_fit  # noqa: E402
 from occlabel.stages import calibrate_depth, extract_2d  # noqa: E402
 from occlabel.store.cache import CALIBRATION_CUES, FLAGS, open_cache  # noqa: E402
+from occlabel.utils import machine_description  # noqa: E402
 
 BEGIN, END = "<!-- bench_real:begin -->", "<!-- bench_real:end -->"
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -75,19 +75,6 @@ CUE_TOLERANCE = calibrate_depth.CalibrationConfig.cue_tolerance  # the stage's c
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} threads, {dev}; torch {torch.__version__}"
 
 
 def trapezoid(h: int, w: int, road: tuple[tuple[int, int, int], tuple[int, int, int]]) -> np.ndarray:
@@ -721,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     head = [
         BEGIN,
-        f"## calibrate-depth on real images — {time.strftime('%Y-%m-%d')}, {machine()}",
+        f"## calibrate-depth on real images — {time.strftime('%Y-%m-%d')}, {machine_description()}",
         "",
         f"Command: `{cmd.strip()}` ({total:.0f} s). No depth-model weights are available, so the relative "
         "disparity is a known geometric quantity under a random per-frame affine (true scale 1/α, shift −β/α), "

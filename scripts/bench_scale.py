@@ -102,19 +102,13 @@ def project(measured: dict, s_per_image: float | None, gpu_s_per_image: float | 
     return proj
 
 
-def _machine() -> str:
-    import platform
-
-    import torch
-
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
-
-
 def section(measured: dict, proj: dict, s_per_image: float | None, gpu_s: float | None, source: str) -> str:
+    from occlabel.utils import machine_description
+
     one, two = measured["runs"]
     lines = [
         BEGIN,
-        f"## Scaling — {time.strftime('%Y-%m-%d')}, {_machine()}",
+        f"## Scaling — {time.strftime('%Y-%m-%d')}, {machine_description()}",
         "",
         "Command: `python scripts/bench_scale.py --out docs/benchmarks.md` (part of `make bench`).",
         "",

@@ -12,6 +12,17 @@ from PIL import Image
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def cli(*args, catch_exceptions: bool = True) -> str:
+    """Run ``occlabel -q ARGS...`` in-process (click's runner), assert exit code 0, return the output."""
+    from click.testing import CliRunner
+
+    from occlabel.cli import main
+
+    r = CliRunner().invoke(main, ["-q", *map(str, args)], catch_exceptions=catch_exceptions)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
 def pytest_configure(config):
     import torch
 

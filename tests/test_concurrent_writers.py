@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from conftest import cli as _cli
 
 from occlabel.cli import main
 from occlabel.scale import shard_of
@@ -44,9 +45,8 @@ VOLATILE = {"time", "host", "seconds", "created", "provenance", "version", "torc
 
 
 def cli(*args) -> str:
-    r = CliRunner().invoke(main, ["-q", *map(str, args)], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    return r.output
+    """conftest's cli, with exceptions raised (a failing writer shows its traceback)."""
+    return _cli(*args, catch_exceptions=False)
 
 
 def dataset(base: Path, frames: int = 5) -> Path:

@@ -10,16 +10,9 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import cli
 
 from occlabel import open_labels
-from occlabel.cli import main
-
-
-def cli(*args):
-    r = CliRunner().invoke(main, ["-q", *map(str, args)])
-    assert r.exit_code == 0, r.output
-    return r.output
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import cli
 from test_nuscenes import assert_same_records
 
-from occlabel.cli import main
 from occlabel.conventions import OCC3D_ID, scale_intrinsics
 from occlabel.datasets import open_dataset
 from occlabel.datasets.base import load_depth_m, load_lidar_points, load_semantics, rigid_transform
@@ -262,12 +261,6 @@ def test_bad_input_gives_one_line_errors(layout, tmp_path):
     (root / DATE / f"{DRIVE}_sync" / "image_02" / "data" / "0000000001.png").unlink()
     _one_line_error(root, "frame 1, camera cam2: file not found")
     assert len(open_dataset("kitti-raw", root, check_files=False).scenes[0].frames) == 6
-
-
-def cli(*args):
-    r = CliRunner().invoke(main, ["-q", *map(str, args)])
-    assert r.exit_code == 0, r.output
-    return r.output
 
 
 def test_extract_calibrate_voxelize_evaluate(layout, tmp_path):

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import cli
 from PIL import Image
 
 from occlabel.cli import main
@@ -22,12 +23,6 @@ from occlabel.viz.render import (
     project_labels,
     render_oblique,
 )
-
-
-def cli(*args):
-    r = CliRunner().invoke(main, ["-q", *map(str, args)])
-    assert r.exit_code == 0, r.output
-    return r.output
 
 
 @pytest.fixture(scope="module")

@@ -128,47 +128,25 @@ def find_stores(run_dir: str | Path) -> tuple[Path | None, list[Path]]:
 
 
 def _timing_rows(cinfo, linfos, results) -> list[list[Any]]:
+    def row(name: str, n: int, unit: str, seconds: float, device: str) -> list[Any]:
+        rate = f"{n / seconds:.2f} {unit}/s" if seconds and n else "-"
+        return [name, f"{n} {unit}", f"{seconds:.2f}", rate, device]
+
     rows = []
     st = (cinfo or {}).get("stages", {})
-    if "extract_2d" in st:
-        r = st["extract_2d"]
-        n, s = r.get("images_processed", 0), r.get("seconds") or 0
-        rows.append(
-            [
-                "extract-2d",
-                f"{n} images",
-                f"{s:.2f}",
-                f"{n / s:.2f} images/s" if s and n else "-",
-                r.get("device", ""),
-            ]
-        )
-    if "calibrate_depth" in st:
-        r = st["calibrate_depth"]
-        n, s = r.get("frames_calibrated", 0), r.get("seconds") or 0
-        rows.append(
-            [
-                "calibrate-depth",
-                f"{n} frames",
-                f"{s:.2f}",
-                f"{n / s:.2f} frames/s" if s and n else "-",
-                r.get("device", ""),
-            ]
-        )
+    for stage, name, count, unit in (
+        ("extract_2d", "extract-2d", "images_processed", "images"),
+        ("calibrate_depth", "calibrate-depth", "frames_calibrated", "frames"),
+    ):
+        if stage in st:
+            r = st[stage]
+            rows.append(row(name, r.get(count, 0), unit, r.get("seconds") or 0, r.get("device", "")))
     for li in linfos:
         stt = li.get("stats") or {}
         if stt:
             sec = sum(v for v in (stt.get("seconds") or {}).values() if isinstance(v, int | float))
-            n = stt.get("keyframes_written", 0)
             name = f"voxelize ({Path(li['path']).name})"
-            rows.append(
-                [
-                    name,
-                    f"{n} keyframes",
-                    f"{sec:.2f}",
-                    f"{n / sec:.2f} keyframes/s" if sec and n else "-",
-                    stt.get("device", ""),
-                ]
-            )
+            rows.append(row(name, stt.get("keyframes_written", 0), "keyframes", sec, stt.get("device", "")))
     if results and results.get("seconds"):
         for k, v in results["seconds"].items():
             rows.append([f"{k} (results.json, wall)", "", f"{v:.2f}", "", ""])

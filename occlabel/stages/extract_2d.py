@@ -287,13 +287,9 @@ class _Job:
 
 def _plan_scene(cache: Cache, scene: Scene, depth, sem, width, depth_bits) -> list[_Job]:
     """Create (or check, when resuming) the scene's groups; one job per camera with frames left to do."""
-    sizes: dict[str, tuple[int, int]] = {}
-    native: dict[str, tuple[int, int]] = {}
-    for cam in scene.cameras:
-        W0, H0 = scene.image_size(cam)
-        native[cam] = (H0, W0)
-        sizes[cam] = work_size((W0, H0), width)
-    cache.init_scene(scene, sizes)
+    image_size = {cam: scene.image_size(cam) for cam in scene.cameras}  # (W, H), read once
+    sizes = {cam: work_size(wh, width) for cam, wh in image_size.items()}
+    cache.init_scene(scene, sizes, image_size)
     jobs = []
     for cam in scene.cameras:
         cache.init_depth(
@@ -312,7 +308,7 @@ def _plan_scene(cache: Cache, scene: Scene, depth, sem, width, depth_bits) -> li
             if cam in f.images and not (d_done[t] and s_done[t])
         ]
         if items:
-            jobs.append(_Job(scene.name, cam, sizes[cam], native[cam], items, d_done, s_done))
+            jobs.append(_Job(scene.name, cam, sizes[cam], image_size[cam][::-1], items, d_done, s_done))
     return jobs
 
 

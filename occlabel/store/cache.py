@@ -200,12 +200,19 @@ class Cache:
     def cameras(self, scene: str) -> list[str]:
         return list(self.scene_meta(scene)["cameras"])
 
-    def init_scene(self, scene: Scene, work_size: dict[str, tuple[int, int]]) -> None:
+    def init_scene(
+        self,
+        scene: Scene,
+        work_size: dict[str, tuple[int, int]],
+        image_size: dict[str, tuple[int, int]] | None = None,
+    ) -> None:
         """Create (or check) a scene's groups and its geometry arrays.
 
         Args:
             scene: the dataset scene.
             work_size: camera -> (width, height) of the stored maps; intrinsics are scaled to it.
+            image_size: camera -> (width, height) of its images when the caller already read them (default:
+                :meth:`Scene.image_size`).
         """
         T = len(scene.frames)
         g = self.root.require_group(scene.name)
@@ -229,7 +236,7 @@ class Cache:
             K = np.zeros((T, 3, 3))
             T_wc = np.tile(np.eye(4), (T, 1, 1))
             present = np.zeros(T, bool)
-            native = W0, H0 = scene.image_size(cam)
+            native = W0, H0 = image_size[cam] if image_size else scene.image_size(cam)
             for t, f in enumerate(scene.frames):
                 im = f.images.get(cam)
                 if im is None:

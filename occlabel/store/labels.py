@@ -174,8 +174,6 @@ class LabelsWriter:
         path = store_location(path)
         root = open_root(path, "labels", create=True, overwrite=overwrite)
         new = {"kind": "labels", "grid": grid.to_dict(), **meta}
-        if isinstance(new.get("cache"), str):
-            new["cache"] = _unmangle_url(new["cache"])
         new = _roundtrip_json(new)
         prov = provenance()
 
@@ -411,18 +409,6 @@ class LabelsReader:
 def open_labels(path: str | Path, counts: bool = False) -> LabelsReader:
     """Open a LABELS.zarr for reading (see :class:`LabelsReader`); ``counts=True`` adds hits/passes."""
     return LabelsReader(path, counts=counts)
-
-
-def _unmangle_url(name: str) -> str:
-    """A store URL that went through ``str(Path(url).resolve())`` (``/cwd/s3:/bucket/x``) back as the URL
-    (``s3://bucket/x``), so that the recorded source cache does not depend on the writer's working
-    directory; other names unchanged."""
-    import re
-
-    m = re.search(r"(?:^|/)([a-z][a-z0-9+.-]*):/([^/].*)$", name)
-    if m and m.group(1) not in ("file", "local"):
-        return f"{m.group(1)}://{m.group(2)}"
-    return name
 
 
 def _roundtrip_json(x: Any) -> Any:

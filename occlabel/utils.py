@@ -71,3 +71,28 @@ def machine_description() -> str:
         f"{cpu}, {torch.get_num_threads()} threads, {dev}; torch {torch.__version__}, "
         f"Python {platform.python_version()}"
     )
+
+
+def write_marked_section(path, section: str, begin: str, end: str) -> None:
+    """Put ``section`` (which starts with ``begin`` and ends with ``end``) into the text file ``path``: in
+    place of the first ``begin`` … ``end`` block there, or appended after a blank line. The rest of the file
+    is kept as it is (benchmark scripts each own one block of docs/benchmarks.md)."""
+    import re
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    section = section.strip("\n")
+    pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), flags=re.S)
+    if pat.search(text):
+        text = pat.sub(lambda _: section, text, count=1)
+    else:
+        text = (
+            text
+            + ("\n" if text and not text.endswith("\n") else "")
+            + ("\n" if text else "")
+            + section
+            + "\n"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -33,6 +33,7 @@ from occlabel.datasets import open_dataset  # noqa: E402
 from occlabel.models import get_depth_model, get_semantic_model  # noqa: E402
 from occlabel.stages import extract_2d  # noqa: E402
 from occlabel.store.common import store_bytes  # noqa: E402
+from occlabel.utils import write_marked_section  # noqa: E402
 
 BEGIN, END = "<!-- bench_extract:begin -->", "<!-- bench_extract:end -->"
 SHARED_NUSCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes_scene-0061_keyframe"
@@ -352,13 +353,9 @@ def main() -> None:
             indent=1,
         )
     )
-    text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
-    if BEGIN in text:
-        a, b = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:a] + section + text[b:]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    args.out.write_text(text)
+    if not args.out.exists():
+        args.out.write_text("# Benchmarks\n")
+    write_marked_section(args.out, section, BEGIN, END)
     print(section)
 
 

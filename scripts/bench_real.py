@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import shlex
 import sys
 import time
@@ -54,7 +53,7 @@ from occlabel.datasets import open_dataset  # noqa: E402
 from occlabel.geometry.ground import robust_linear_fit  # noqa: E402
 from occlabel.stages import calibrate_depth, extract_2d  # noqa: E402
 from occlabel.store.cache import CALIBRATION_CUES, FLAGS, open_cache  # noqa: E402
-from occlabel.utils import machine_description  # noqa: E402
+from occlabel.utils import machine_description, write_marked_section  # noqa: E402
 
 BEGIN, END = "<!-- bench_real:begin -->", "<!-- bench_real:end -->"
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -623,20 +622,7 @@ def render_raw(B: dict, ground_min_frac: float) -> list[str]:
 
 def write_section(path: Path, section: str) -> None:
     """Replace the bench_real block of ``path`` with ``section`` (markers included), or append it."""
-    text = path.read_text() if path.exists() else ""
-    pat = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), flags=re.S)
-    if pat.search(text):
-        text = pat.sub(lambda _: section, text, count=1)
-    else:
-        text = (
-            text
-            + ("\n" if text and not text.endswith("\n") else "")
-            + ("\n" if text else "")
-            + section
-            + "\n"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_marked_section(path, section, BEGIN, END)
 
 
 def parse_frames(spec: str) -> list[int]:

@@ -24,6 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from occlabel.utils import write_marked_section  # noqa: E402
+
 BEGIN, END = "<!-- bench_scale:begin -->", "<!-- bench_scale:end -->"
 #: nuScenes v1.0-trainval: 850 scenes, 34,149 keyframes (samples) x 6 cameras; the camera sweeps (12 Hz)
 #: bring all camera images to about 1.19 M (1.4 M over the 1000 scenes of the full release)
@@ -168,16 +170,6 @@ def section(measured: dict, proj: dict, s_per_image: float | None, gpu_s: float 
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        a, b = old.index(BEGIN), old.index(END) + len(END)
-        new = old[:a] + text.rstrip("\n") + old[b:]
-    else:
-        new = old + ("\n" if old and not old.endswith("\n") else "") + ("\n" if old else "") + text
-    path.write_text(new)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="Markdown file to write the section into.")
@@ -209,7 +201,9 @@ def main() -> None:
     args.json.write_text(
         json.dumps({"measured": measured, "projection": proj, "s_per_image": s_per_image}, indent=1)
     )
-    write_section(args.out, section(measured, proj, s_per_image, args.gpu_s_per_image, source))
+    write_marked_section(
+        args.out, section(measured, proj, s_per_image, args.gpu_s_per_image, source), BEGIN, END
+    )
     print(section(measured, proj, s_per_image, args.gpu_s_per_image, source))
 
 

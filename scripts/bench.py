@@ -1,6 +1,7 @@
 """`make bench`: time and size every stage on synthetic scenes and write docs/benchmarks.md.
 
     python scripts/bench.py --out docs/benchmarks.md [--work runs/bench] [--device auto] [--quick] [--no-ablation]
+        [--reuse-caches] [--voxelize-only]
 
 Sections: the full pipeline on a front-camera and a surround-rig scene (seconds per image / keyframe per
 stage, bytes per image and per keyframe, depth and label quality), the ablation of calibrate-depth's cues
@@ -31,7 +32,7 @@ from occlabel.pipelines import run_synthetic  # noqa: E402
 from occlabel.stages import calibrate_depth, evaluate_depth  # noqa: E402
 from occlabel.store.cache import open_cache  # noqa: E402
 from occlabel.store.common import COMPRESSOR  # noqa: E402
-from occlabel.utils import machine_description  # noqa: E402
+from occlabel.utils import machine_description, write_marked_section  # noqa: E402
 
 CODECS = {
     "none": None,
@@ -288,50 +289,68 @@ def render(results: dict, study: list[dict], args, ablation: dict | None = None)
 # Voxelize: label quality against ground-truth inputs, and the fusion ablation
 # --------------------------------------------------------------------------------------------------
 
+#: voxelize fusion options of ground-truth depth (what VoxelizeOptions.resolve gives source "gt"), for rows
+#: that feed the cache path exact or perturbed ground-truth depth
+GT_FUSION = {"tsdf": False, "occ_ratio": 0.0, "edge_tol": 0.0, "range_weight_m": 0.0}
+
 #: voxelize ablation: configuration -> (cache, voxelize options). "cal": the pipeline's calibrated cache;
 #: "orc": the same disparity calibrated per image by its best affine fit to the true depth (oracle
-#: calibration: what is left is fusion error, not calibration error).
+#: calibration: what is left is fusion error, not calibration error); "orc-rel": the same fit weighted to
+#: relative depth error (no range bias, see :func:`depth_bias_by_range`); "exact", "exact*F": the ground-truth
+#: depth (times F) written as the cache's map (scale 1, shift 0); "blur": the oracle's disparity with its
+#: 1-px blur only (no iid or low-frequency noise), calibrated by the per-image affine fit. The last two
+#: groups measure how sensitive the Occ3D metric is to depth error, with the semantics fixed to the truth.
 VOXELIZE_CONFIGS: dict[str, tuple[str, dict]] = {
     "GT depth + GT semantics (reference)": ("cal", {"source": "gt"}),
     "estimated (defaults)": ("cal", {}),
     "estimated, oracle calibration": ("orc", {}),
     "GT depth + estimated semantics": ("cal", {"source": "gt-depth"}),
     "estimated depth + GT semantics": ("cal", {"source": "gt-semantics"}),
-    "voting fusion (no TSDF, no moving-class rules)": (
-        "cal",
-        {"tsdf": False, "moving_share": 0.0, "moving_consistent": -1},
-    ),
     "no TSDF (voting only)": ("cal", {"tsdf": False}),
-    "TSDF for moving classes too": ("cal", {"tsdf_moving": True}),
     "no TSDF space carving": ("cal", {"tsdf_carve": 0.0}),
+    "no free-space carving (occ_ratio 0, no TSDF carving)": ("cal", {"occ_ratio": 0.0, "tsdf_carve": 0.0}),
+    "estimated, oracle calibration fitted on relative error": ("orc-rel", {}),
     "no near-frame moving-class rule": ("cal", {"moving_share": 0.0}),
-    "no far-frame moving-class points": ("cal", {"moving_consistent": -1}),
-    "previous fusion (occ_ratio 0.2, 1-voxel stops, no filter, no range weight, voting)": (
-        "cal",
-        {
-            "occ_ratio": 0.2,
-            "clearance": 0.0,
-            "edge_tol": 0.0,
-            "range_weight_m": 0.0,
-            "tsdf": False,
-            "moving_share": 0.0,
-            "moving_consistent": -1,
-        },
-    ),
+    "no static/moving split": ("cal", {"moving_classes": []}),
     "no surface-normal clearance (1-voxel stops)": ("cal", {"clearance": 0.0}),
     "no flying-pixel filter": ("cal", {"edge_tol": 0.0}),
     "no range weighting": ("cal", {"range_weight_m": 0.0}),
-    "no free-space carving (occ_ratio 0)": ("cal", {"occ_ratio": 0.0}),
-    "no static/moving split": ("cal", {"moving_classes": []}),
     "window 0 (keyframe only)": ("cal", {"window": 0}),
     "window 2": ("cal", {"window": 2}),
     "window 4": ("cal", {"window": 4}),
     "window 12": ("cal", {"window": 12}),
+    "sensitivity: exact depth + GT semantics, reference fusion": (
+        "exact",
+        {"source": "gt-semantics", **GT_FUSION},
+    ),
+    "sensitivity: exact depth + GT semantics, estimated-depth fusion (defaults)": (
+        "exact",
+        {"source": "gt-semantics"},
+    ),
+    "sensitivity: exact depth x 1.005 + GT semantics, reference fusion": (
+        "exact*1.005",
+        {"source": "gt-semantics", **GT_FUSION},
+    ),
+    "sensitivity: exact depth x 0.995 + GT semantics, reference fusion": (
+        "exact*0.995",
+        {"source": "gt-semantics", **GT_FUSION},
+    ),
+    "sensitivity: exact depth x 1.02 + GT semantics, reference fusion": (
+        "exact*1.02",
+        {"source": "gt-semantics", **GT_FUSION},
+    ),
+    "sensitivity: blur-only depth (1 px, no noise, affine fit) + GT semantics, defaults": (
+        "blur",
+        {"source": "gt-semantics"},
+    ),
 }
 VOX_REFERENCE = "GT depth + GT semantics (reference)"
+#: markers of the voxelize section in benchmarks.md (``--voxelize-only`` replaces just that section)
+VOX_BEGIN, VOX_END = "<!-- bench_voxelize:begin -->", "<!-- bench_voxelize:end -->"
 VOX_HEADLINE = ("estimated (defaults)", "estimated, oracle calibration")
-#: extract-2d with the default models (Depth Anything V2 Small + Grounded-SAM) on this CPU, s/image
-EXTRACT_REFERENCE_S = 90.0
+#: extract-2d with the default models (Depth Anything V2 Small + Grounded-SAM at its 100-box worst case) on
+#: this CPU, s/image: scripts/bench_extract.py, 2026-11-24 (used when its results.json is not here)
+EXTRACT_REFERENCE_S = 226.7
 
 
 def pipeline(args, run_dir: Path, rig: str, frames: int, seed: int) -> dict:
@@ -366,12 +385,64 @@ def extract_reference(args) -> tuple[float, str]:
     if path.exists():
         r = json.loads(path.read_text())
         return float(r["default_models_s_per_image"]), f"measured by scripts/bench_extract.py, {r['date']}"
-    return EXTRACT_REFERENCE_S, "an earlier measurement; run scripts/bench_extract.py to measure it"
+    return EXTRACT_REFERENCE_S, "measured by scripts/bench_extract.py on 2026-11-24 (docs/benchmarks.md)"
 
 
-def oracle_calibration(cache_path: Path, out: Path) -> Path:
-    """Copy a calibrated cache to ``out`` with each image's (scale, shift) replaced by the least-squares
-    affine fit of its disparity to the true inverse depth (the calibration floor of evaluate-depth)."""
+def oracle_calibration(cache_path: Path, out: Path | None, relative: bool = False) -> Path:
+    """Copy a cache to ``out`` (None: in place) with each image's (scale, shift) replaced by the least-squares
+    affine fit of its disparity to the true inverse depth (the calibration floor of evaluate-depth); the
+    cache need not be calibrated before. ``relative``: residuals weighted by the true depth, i.e. the fit
+    minimises relative (not absolute) inverse-depth error, so near pixels do not dominate the far ones."""
+    from occlabel.datasets.base import load_depth_m
+    from occlabel.utils import resize_nearest
+
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(cache_path, out)
+    else:
+        out = Path(cache_path)
+    cache = open_cache(out, mode="a")
+    dataset = cache.open_dataset()
+    for scene in cache.scenes():
+        frames = dataset.scene(scene).frames
+        for cam in cache.cameras(scene):
+            T = len(frames)
+            key = cache.resolve_key("depth", None)
+            done = cache.depth_done(scene, cam, key).astype(bool)
+            scale, shift = np.full(T, np.nan), np.full(T, np.nan)
+            for t, frame in enumerate(frames):
+                im = frame.images.get(cam)
+                if im is None or im.depth_path is None or not done[t]:
+                    continue
+                disp = cache.read_depth(scene, cam, key, t)
+                gt = resize_nearest(load_depth_m(im.depth_path), *disp.shape)
+                ok = np.isfinite(gt) & np.isfinite(disp) & (gt > 0) & (gt <= 80)
+                if ok.sum() < 2:
+                    continue
+                A = np.stack([disp[ok], np.ones(int(ok.sum()))], 1).astype(np.float64)
+                y = 1.0 / gt[ok].astype(np.float64)
+                if relative:
+                    A, y = A * gt[ok][:, None], y * gt[ok]
+                (scale[t], shift[t]), *_ = np.linalg.lstsq(A, y, rcond=None)
+            fitted = np.isfinite(scale)
+            arrays = {
+                "scale": np.nan_to_num(scale),
+                "shift": np.nan_to_num(shift),
+                "loss": np.zeros(T),
+                "valid_frac": fitted.astype(np.float64),
+                "flags": np.zeros(T, np.uint8),
+                "done": fitted,
+            }
+            cache.write_calibration(
+                scene, cam, arrays, {"method": "oracle: per-image affine fit to GT depth"}, key
+            )
+    return out
+
+
+def exact_depth_cache(cache_path: Path, out: Path, factor: float = 1.0) -> Path:
+    """Copy a cache to ``out`` with every image's map replaced by the dataset's true depth times ``factor``
+    (as disparity 1 / (factor z), float16 to 11 bits) and calibrated with scale 1, shift 0: the labels then
+    see the true geometry, or the true geometry under a known uniform depth error, through the cache path."""
     from occlabel.datasets.base import load_depth_m
     from occlabel.utils import resize_nearest
 
@@ -382,24 +453,79 @@ def oracle_calibration(cache_path: Path, out: Path) -> Path:
     for scene in cache.scenes():
         frames = dataset.scene(scene).frames
         for cam in cache.cameras(scene):
-            cal = cache.read_calibration(scene, cam)
-            scale, shift = cal["scale"].astype(np.float64), cal["shift"].astype(np.float64)
+            key = cache.resolve_key("depth", None)
+            if cache.depth_attrs(scene, cam, key).get("space", "disparity") != "disparity":
+                raise SystemExit(f"{cache_path}: {scene}/{cam} depth is not a disparity map")
+            T = len(frames)
+            h, w = cache.camera_meta(scene, cam)["height"], cache.camera_meta(scene, cam)["width"]
             for t, frame in enumerate(frames):
                 im = frame.images.get(cam)
-                if im is None or im.depth_path is None or not cal["done"][t]:
+                if im is not None and im.depth_path is not None:
+                    gt = resize_nearest(load_depth_m(im.depth_path), h, w)
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        disp = np.where(np.isfinite(gt) & (gt > 0), 1.0 / (factor * gt), np.nan)
+                    cache.write_depth(scene, cam, key, t, disp.astype(np.float32))
+            cal = cache.read_calibration(scene, cam, key)
+            arrays = {k: cal[k] for k in ("loss", "valid_frac", "flags", "done")}
+            arrays.update(scale=np.ones(T), shift=np.zeros(T))
+            cache.write_calibration(scene, cam, arrays, {"method": f"exact: true depth x {factor}"}, key)
+    return out
+
+
+def blur_only_cache(run_dir: Path, out: Path, seed: int, device: str) -> Path:
+    """extract-2d of a pipeline scene's dataset with the oracle depth's 1-px blur and no noise, calibrated
+    by the per-image affine fit (:func:`oracle_calibration`)."""
+    from occlabel.datasets import open_dataset
+    from occlabel.stages import extract_2d
+
+    extract_2d.run(
+        open_dataset("folder", run_dir / "dataset"),
+        out,
+        depth_model="oracle",
+        semantic_model="oracle",
+        seed=seed,
+        device=device,
+        overwrite=True,
+        progress=False,
+        depth_conf={"noise": 0.0, "smooth_noise": 0.0},
+    )
+    return oracle_calibration(out, None)
+
+
+#: range bins of :func:`depth_bias_by_range`, metres
+BIAS_BINS = ((0, 10), (10, 20), (20, 30), (30, 40), (40, 80))
+
+
+def depth_bias_by_range(cache_path: Path) -> list[float | None]:
+    """Median signed log error (percent) of a cache's calibrated depth against the true depth, per range bin
+    of :data:`BIAS_BINS`, over the static-class pixels of every image (negative: too near)."""
+    from occlabel.conventions import moving_mask_lut
+    from occlabel.datasets.base import load_depth_m
+    from occlabel.utils import resize_nearest
+
+    cache = open_cache(cache_path)
+    dataset = cache.open_dataset()
+    moving = moving_mask_lut()
+    errs: list[list[np.ndarray]] = [[] for _ in BIAS_BINS]
+    for scene in cache.scenes():
+        frames = dataset.scene(scene).frames
+        for cam in cache.cameras(scene):
+            done = cache.read_calibration(scene, cam)["done"]
+            for t, frame in enumerate(frames):
+                im = frame.images.get(cam)
+                if im is None or im.depth_path is None or not done[t]:
                     continue
-                disp = cache.read_depth(scene, cam, None, t)
-                gt = resize_nearest(load_depth_m(im.depth_path), *disp.shape)
-                ok = np.isfinite(gt) & np.isfinite(disp) & (gt > 0) & (gt <= 80)
-                if ok.sum() < 2:
-                    continue
-                A = np.stack([disp[ok], np.ones(int(ok.sum()))], 1).astype(np.float64)
-                (scale[t], shift[t]), *_ = np.linalg.lstsq(A, 1.0 / gt[ok].astype(np.float64), rcond=None)
-            arrays = {k: cal[k] for k in ("loss", "valid_frac", "done")}
-            arrays.update(scale=scale, shift=shift, flags=np.zeros_like(cal["flags"]))
-            cache.write_calibration(
-                scene, cam, arrays, {"method": "oracle: per-image affine fit to GT depth"}
-            )
+                depth = cache.metric_depth(scene, cam, t)
+                gt = resize_nearest(load_depth_m(im.depth_path), *depth.shape)
+                labels = cache.read_semantics(scene, cam, None, t)[0]
+                ok = np.isfinite(depth) & np.isfinite(gt) & (gt > 0) & ~moving[labels]
+                e, g = np.log(depth[ok] / gt[ok]), gt[ok]
+                for i, (lo, hi) in enumerate(BIAS_BINS):
+                    errs[i].append(e[(g >= lo) & (g < hi)])
+    out = []
+    for parts in errs:
+        e = np.concatenate(parts) if parts else np.zeros(0)
+        out.append(float(100 * np.median(e)) if e.size else None)
     return out
 
 
@@ -415,6 +541,7 @@ def voxelize_ablation(results: dict, args, frames: int) -> dict:
     seeds = [int(s) for s in args.voxelize_seeds.split(",") if s.strip()]
     work = args.work / "voxelize"
     scenes: dict[str, dict] = {}
+    bias: dict[str, dict] = {}
     per_kf_images: dict[str, float] = {}
     for seed in seeds:
         for rig, n in (("front", frames), ("surround", frames // 2)):
@@ -427,15 +554,31 @@ def voxelize_ablation(results: dict, args, frames: int) -> dict:
                 run_dir = work / f"{rig}-seed{seed}"
                 r = pipeline(args, run_dir, rig=rig, frames=n, seed=seed)
             per_kf_images[name] = r["images"] / max(r["keyframes"], 1)
-            caches = {
-                "cal": run_dir / "cache.zarr",
-                "orc": oracle_calibration(run_dir / "cache.zarr", work / "orc.zarr"),
+            derived: dict[str, Path] = {"cal": run_dir / "cache.zarr"}
+
+            def cache_for(which: str, run_dir: Path = run_dir, seed: int = seed, derived=derived) -> Path:
+                # derived caches are made once per scene, when a configuration first needs them
+                if which not in derived:
+                    out = work / f"{which.replace('*', 'x')}.zarr"
+                    if which in ("orc", "orc-rel"):
+                        derived[which] = oracle_calibration(run_dir / "cache.zarr", out, which == "orc-rel")
+                    elif which.startswith("exact"):
+                        factor = float(which.partition("*")[2] or 1.0)
+                        derived[which] = exact_depth_cache(run_dir / "cache.zarr", out, factor)
+                    elif which == "blur":
+                        derived[which] = blur_only_cache(run_dir, out, seed, args.device)
+                    else:
+                        raise KeyError(which)
+                return derived[which]
+
+            bias[name] = {
+                which: depth_bias_by_range(cache_for(which)) for which in ("cal", "orc", "orc-rel", "blur")
             }
             rows = {}
             for conf, (which, opts) in VOXELIZE_CONFIGS.items():
                 print(f"== voxelize ablation: {name}, {conf}", flush=True)
                 out = voxelize.run(
-                    caches[which],
+                    cache_for(which),
                     work / "labels.zarr",
                     device=args.device,
                     overwrite=True,
@@ -453,7 +596,9 @@ def voxelize_ablation(results: dict, args, frames: int) -> dict:
                     "cpu_seconds_per_keyframe": stats["cpu_seconds_per_keyframe"],
                 }
             scenes[name] = rows
-            shutil.rmtree(work / "orc.zarr", ignore_errors=True)
+            for which, path in derived.items():
+                if which != "cal":
+                    shutil.rmtree(path, ignore_errors=True)
     total = {}
     for conf in VOXELIZE_CONFIGS:
         c = sum(np.asarray(scenes[s][conf]["confusion"], np.int64) for s in scenes)
@@ -464,7 +609,13 @@ def voxelize_ablation(results: dict, args, frames: int) -> dict:
             "per_class": m["per_class"],
             "seconds_per_keyframe": float(np.mean([scenes[s][conf]["seconds_per_keyframe"] for s in scenes])),
         }
-    return {"scenes": scenes, "total": total, "images_per_keyframe": per_kf_images, "seeds": seeds}
+    return {
+        "scenes": scenes,
+        "total": total,
+        "images_per_keyframe": per_kf_images,
+        "seeds": seeds,
+        "depth_bias": bias,
+    }
 
 
 def open_labels_meta(path: Path) -> dict:
@@ -485,6 +636,8 @@ def render_voxelize_ablation(vox: dict, args) -> str:
     ref = VOX_REFERENCE
     seeds = ", ".join(map(str, vox["seeds"]))
     lines = [
+        "",
+        VOX_BEGIN,
         "",
         f"## Voxelize: label quality and ablation — {time.strftime('%Y-%m-%d')}",
         "",
@@ -546,17 +699,42 @@ def render_voxelize_ablation(vox: dict, args) -> str:
         lines.append(f"| {cls} | " + " | ".join(pct(v) for v in vals) + " |")
     lines += [
         "",
+        "Calibrated depth, median signed error by true range (static-class pixels of every image, all scenes "
+        "pooled per scene then averaged; negative = too near). *Calibrated*: calibrate-depth; *oracle*: the "
+        "per-image least-squares affine fit in inverse depth (the floor evaluate-depth reports); *oracle, "
+        "relative*: the same fit weighted to relative error; *blur only*: the oracle depth without its iid and "
+        "low-frequency noise, oracle fit.",
+        "",
+        "| depth | " + " | ".join(f"{lo}-{hi} m" for lo, hi in BIAS_BINS) + " |",
+        "|---|" + "---|" * len(BIAS_BINS),
+    ]
+    for which, label in (
+        ("cal", "calibrated"),
+        ("orc", "oracle"),
+        ("orc-rel", "oracle, relative"),
+        ("blur", "blur only, oracle"),
+    ):
+        per_scene = [vox["depth_bias"][n][which] for n in vox["depth_bias"]]
+        vals = []
+        for i in range(len(BIAS_BINS)):
+            xs = [b[i] for b in per_scene if b[i] is not None]
+            vals.append(f"{np.mean(xs):+.2f} %" if xs else "-")
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+    ref_s, ref_from = extract_reference(args)
+    lines += [
+        "",
         f"Speed: voxelize costs {tot[est]['seconds_per_keyframe']:.2f} s per keyframe here (mean over scenes, "
         "wall clock on the machine above, window 8). Per keyframe the pipeline extracts "
         + ", ".join(f"{v:.0f} images ({k})" for k, v in vox["images_per_keyframe"].items())
-        + f"; at {extract_reference(args)[0]:.0f} s per image for extract-2d with the default models on this "
-        + "machine, "
+        + f"; at {ref_s:.1f} s per image for extract-2d with the default models on this machine ({ref_from}), "
         "voxelize is "
         + ", ".join(
-            f"{100 * vox['scenes'][k][est]['seconds_per_keyframe'] / (v * extract_reference(args)[0]):.2f} %"
+            f"{100 * vox['scenes'][k][est]['seconds_per_keyframe'] / (v * ref_s):.2f} %"
             for k, v in vox["images_per_keyframe"].items()
         )
         + " of it (target <= 5 %).",
+        "",
+        VOX_END,
     ]
     return "\n".join(lines) + "\n"
 
@@ -574,6 +752,12 @@ def main() -> None:
     )
     ap.add_argument(
         "--no-voxelize-ablation", action="store_true", help="skip the voxelize quality section and ablation"
+    )
+    ap.add_argument(
+        "--voxelize-only",
+        action="store_true",
+        help="run the voxelize section alone (pipelines reused with --reuse-caches) and replace only that "
+        "section of --out",
     )
     ap.add_argument(
         "--voxelize-seeds",
@@ -605,6 +789,13 @@ def main() -> None:
     for rig, n in (("front", frames), ("surround", frames // 2)):
         print(f"== pipeline: {rig}, {n} frames", flush=True)
         results[f"{rig}, {n} frames"] = pipeline(args, args.work / rig, rig=rig, frames=n, seed=0)
+    if args.voxelize_only:
+        vox = voxelize_ablation(results, args, frames)
+        (args.work / "voxelize_ablation.json").write_text(json.dumps(vox, indent=1))
+        section = render_voxelize_ablation(vox, args)
+        write_marked_section(args.out, section, VOX_BEGIN, VOX_END)
+        print(section)
+        return
     ablation_meta = {"date": time.strftime("%Y-%m-%d"), "method_version": calibrate_depth.METHOD_VERSION}
     if args.reuse_ablation:
         saved = json.loads(args.reuse_ablation.read_text())
@@ -639,17 +830,19 @@ def main() -> None:
         vox = voxelize_ablation(results, args, frames)
         (args.work / "voxelize_ablation.json").write_text(json.dumps(vox, indent=1))
         text += render_voxelize_ablation(vox, args)
-    args.out.write_text(text + kept_sections(args.out))
+    args.out.write_text(text + kept_sections(args.out, skip=("bench_voxelize",)))
     print(text)
 
 
-def kept_sections(path: Path) -> str:
+def kept_sections(path: Path, skip: tuple[str, ...] = ()) -> str:
     """The sections other scripts keep between ``<!-- name:begin -->`` / ``<!-- name:end -->`` markers in
     ``path`` (scripts/bench_extract.py, scripts/bench_real.py), to append after this script's own text."""
     if not path.exists():
         return ""
     text, out = path.read_text(), []
     for m in re.finditer(r"<!-- (\w+):begin -->.*?<!-- \1:end -->", text, flags=re.S):
+        if m.group(1) in skip:
+            continue
         out.append("\n" + m.group(0) + "\n")
     return "".join(out)
 

@@ -57,3 +57,34 @@ def test_labels_load_for_training(run):
     z = np.load(f)  # exactly as FlashOCC's LoadOccGTFromFile reads it
     assert np.array_equal(z["semantics"], s["semantics"])
     assert np.array_equal(z["mask_camera"].astype(bool), s["mask_camera"])
+
+
+def test_exact_depth_through_the_cache_reproduces_the_gt_labels(run, tmp_path):
+    """The premise of the sensitivity rows of scripts/bench.py: the true depth written into the cache
+    (exact_depth_cache) and fused with the reference options gives the labels of ``--source gt``; a
+    uniform 2 % depth error through the same path is measurably worse."""
+    import importlib.util
+    from pathlib import Path
+
+    from occlabel.stages import evaluate, voxelize
+
+    spec = importlib.util.spec_from_file_location(
+        "bench", Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def labels(factor: float, name: str):
+        cache = bench.exact_depth_cache(run / "cache.zarr", tmp_path / f"{name}.zarr", factor)
+        opts = {"source": "gt-semantics", **bench.GT_FUSION}
+        return voxelize.run(cache, tmp_path / f"{name}-labels.zarr", device="cpu", progress=False, **opts)
+
+    exact = open_labels(labels(1.0, "exact"))
+    ref = open_labels(run / "labels_gt.zarr")
+    for a, b in zip(exact, ref, strict=True):
+        m = b["mask_camera"]
+        assert np.array_equal(a["mask_camera"], m) or (a["mask_camera"] != m).mean() < 1e-3
+        assert (a["semantics"][m] == b["semantics"][m]).mean() > 0.995  # float16 1/z rounding only
+    gt = json.loads((run / "occ_gt.json").read_text())
+    far = evaluate.run(labels(1.02, "far"), progress=False)
+    assert far["iou_geometry"] < gt["iou_geometry"] - 0.02

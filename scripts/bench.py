@@ -699,8 +699,8 @@ def render_voxelize_ablation(vox: dict, args) -> str:
         lines.append(f"| {cls} | " + " | ".join(pct(v) for v in vals) + " |")
     lines += [
         "",
-        "Calibrated depth, median signed error by true range (static-class pixels of every image, all scenes "
-        "pooled per scene then averaged; negative = too near). *Calibrated*: calibrate-depth; *oracle*: the "
+        "Calibrated depth, median signed error by true range (static-class pixels of every image; the median "
+        "of each scene, averaged over the scenes; negative = too near). *Calibrated*: calibrate-depth; *oracle*: the "
         "per-image least-squares affine fit in inverse depth (the floor evaluate-depth reports); *oracle, "
         "relative*: the same fit weighted to relative error; *blur only*: the oracle depth without its iid and "
         "low-frequency noise, oracle fit.",

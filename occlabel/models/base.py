@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from occlabel.errors import OccLabelError
+from occlabel.models.vocab import Vocabulary
 
 
 def network_input(batch: dict[str, Any], size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -85,6 +86,9 @@ class DepthModel(_Backend):
 
 
 class SemanticModel(_Backend):
+    #: the target vocabulary of the labels (recorded in the cache by extract-2d); None: Occ3D ids
+    vocab: Vocabulary | None = None
+
     @torch.no_grad()
     def __call__(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(labels ``[B x h x w]`` uint8: class ids, SKY, UNLABELED; confidence ``[B x h x w]`` float in [0, 1])."""

@@ -181,6 +181,38 @@ def parse_vocabulary(data: Any, src: str = "<dict>") -> Vocabulary:
     return Vocabulary(name.strip(), classes, sky_prompts, str(version), src)
 
 
+def vocabulary_of_provenance(model: dict[str, Any] | None) -> Vocabulary:
+    """The vocabulary a semantics group of a cache was made with, from its stored attributes.
+
+    The one rule every reader of a cache's semantics follows (calibrate-depth's ground and movable classes,
+    voxelize's class set, show's palette): the full vocabulary recorded by extract-2d (``vocabulary``, a
+    :meth:`Vocabulary.to_dict`); for caches written before it was recorded, the vocabulary the backend
+    names (``model.conf.vocab``, a built-in name or a YAML path, then ``model.vocab``); semantics that
+    record none (the oracle, imported files) are in Occ3D ids.
+
+    Args:
+        model: the semantics group's attributes ({"model": provenance, "vocabulary": {...}}) or None.
+
+    Raises:
+        OccLabelError: a recorded vocabulary that cannot be read (one line naming it).
+    """
+    meta = model or {}
+    data = meta.get("vocabulary")
+    if isinstance(data, dict):
+        return parse_vocabulary(data, "<recorded in the cache>")
+    prov = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    conf = prov.get("conf") if isinstance(prov.get("conf"), dict) else {}
+    names = [n for n in (conf.get("vocab"), prov.get("vocab")) if n]
+    if not names:
+        return load_vocabulary("occ3d")
+    for name in names[:-1]:
+        try:
+            return load_vocabulary(name)
+        except OccLabelError:
+            continue
+    return load_vocabulary(names[-1])
+
+
 def load_vocabulary(name_or_path: str | Path) -> Vocabulary:
     """A built-in vocabulary ("occ3d", "semantickitti") or a user YAML file.
 

@@ -99,9 +99,8 @@ from occlabel.geometry.warp import (
     scale_intrinsics,
     warp_coefficients,
 )
-from occlabel.models.vocab import load_vocabulary
+from occlabel.models.vocab import Vocabulary
 from occlabel.store.cache import CALIBRATION_CUES, FLAGS, Cache, open_cache
-from occlabel.store.common import read_meta
 from occlabel.utils import progress_bar, resolve_device
 
 log = logging.getLogger("occlabel.calibrate_depth")
@@ -1249,41 +1248,24 @@ def overlapping_cameras(cache: Cache, scene, cfg: CalibrationConfig) -> dict[str
     return out
 
 
-def ground_heights(vocab_name: str | None, cfg: CalibrationConfig) -> tuple[np.ndarray, tuple[int, ...]]:
+def ground_heights(vocab: Vocabulary | None, cfg: CalibrationConfig) -> tuple[np.ndarray, tuple[int, ...]]:
     """Surface height above the road per 2D label, and the movable class ids, for a vocabulary.
 
     Args:
-        vocab_name: the semantics' vocabulary (its provenance's ``vocab``: a built-in name or a YAML path);
-            None, or one that cannot be loaded, means the Occ3D ids of occlabel.conventions.
+        vocab: the semantics' vocabulary (:meth:`Cache.vocabulary`); None (no semantics) means the Occ3D
+            ids of occlabel.conventions.
     Returns:
         heights <np.float32: 256> (NaN for labels that are not flat ground; see
         ``CalibrationConfig.ground_classes``) and the ids of the vocabulary's movable classes.
     """
     names, moving = dict(zip(OCC3D_NAMES, range(len(OCC3D_NAMES)), strict=True)), OCC3D_MOVING
-    if vocab_name:
-        try:
-            vocab = load_vocabulary(vocab_name)
-            names = {c.name: c.id for c in vocab.classes}
-            moving = vocab.moving_ids()
-        except OccLabelError as e:
-            log.warning(
-                "calibrate-depth: vocabulary %r not loadable (%s); using the Occ3D ids", vocab_name, e
-            )
+    if vocab is not None:
+        names, moving = {c.name: c.id for c in vocab.classes}, vocab.moving_ids()
     heights = np.full(256, np.nan, np.float32)
     for name, h in cfg.ground_classes:
         if name in names:
             heights[names[name]] = float(h)
     return heights, tuple(moving)
-
-
-def _vocabulary_name(cache: Cache, sname: str, cam: str, semantics_key: str) -> str | None:
-    """The vocabulary recorded in the semantics' provenance (``model.vocab``), or None."""
-    path = f"{sname}/{cam}/semantics/{semantics_key}"
-    if path not in cache.root:
-        return None
-    model = read_meta(cache.root[path]).get("model") or {}
-    vocab = model.get("vocab") if isinstance(model, dict) else None
-    return str(vocab) if vocab else None
 
 
 def choose_sources(
@@ -1380,7 +1362,7 @@ def _calibrate_camera(
     if semantics_key is not None:
         try:
             labels_all = cache.read_semantics(sname, cam, semantics_key)[0]
-            heights, moving_ids = ground_heights(_vocabulary_name(cache, sname, cam, semantics_key), cfg)
+            heights, moving_ids = ground_heights(cache.vocabulary(sname, cam, semantics_key), cfg)
         except StoreError:
             labels_all = None
 

@@ -299,7 +299,7 @@ def _plan_scene(cache: Cache, scene: Scene, depth, sem, width, depth_bits) -> li
             {"model": depth.provenance(), "space": depth.space, "mantissa_bits": depth_bits},
         )
         if sem is not None:
-            cache.init_semantics(scene.name, cam, sem.key, {"model": sem.provenance()})
+            cache.init_semantics(scene.name, cam, sem.key, {"model": sem.provenance()}, sem.vocab)
         d_done = cache.depth_done(scene.name, cam, depth.key)
         s_done = cache.semantics_done(scene.name, cam, sem.key) if sem is not None else np.ones_like(d_done)
         items = [

@@ -291,15 +291,19 @@ def resolve_classes(
 ) -> ClassSet:
     """The class set of the labels: ``opts.classes``, else that of the 2D semantics they are made from.
 
-    The cache's semantics record their vocabulary (``model.vocab`` / ``model.conf.vocab``); semantics
-    without one (the oracle, imported files) and the dataset's GT semantics are Occ3D.
+    The cache's semantics record their vocabulary (:meth:`Cache.vocabulary`; semantics without one, the
+    oracle and imported files, are Occ3D); the dataset's GT semantics are Occ3D.
     """
     from occlabel.models.vocab import load_vocabulary
 
+    if (
+        opts.classes is None
+        and SOURCES[opts.source][1] == "cache"
+        and cache is not None
+        and scene is not None
+    ):
+        return class_set_from_vocabulary(cache.vocabulary(scene, cache.cameras(scene)[0], semantics_key))
     name = opts.classes
-    if name is None and SOURCES[opts.source][1] == "cache" and cache is not None and scene is not None:
-        model = _semantics_model(cache, scene, cache.cameras(scene)[0], semantics_key)
-        name = (model.get("conf") or {}).get("vocab") or model.get("vocab")
     if name is None or name == "occ3d":
         return OCC3D
     if name in CLASS_SETS:
@@ -308,15 +312,6 @@ def resolve_classes(
         return class_set_from_vocabulary(load_vocabulary(name))
     except OccLabelError as e:
         raise OccLabelError(f"voxelize: class set {name!r}: {e}") from None
-
-
-def _semantics_model(cache: Cache, scene: str, camera: str, key: str | None) -> dict:
-    """The ``model`` attributes of a semantics group of the cache ({} when it has none)."""
-    from occlabel.store.common import read_meta
-
-    g = cache.root[scene][camera]["semantics"][cache.resolve_key("semantics", key)]
-    model = read_meta(g).get("model")
-    return dict(model) if isinstance(model, dict) else {}
 
 
 def read_matrix(spec: str | Path) -> np.ndarray:

@@ -47,6 +47,7 @@ import zarr
 from occlabel.conventions import SKY, scale_intrinsics
 from occlabel.datasets import Dataset, Scene, open_dataset
 from occlabel.errors import StoreError
+from occlabel.models.vocab import Vocabulary, vocabulary_of_provenance
 from occlabel.store.common import (
     COMPRESSOR,
     META,
@@ -333,12 +334,29 @@ class Cache:
         self._frame_array(g, "values", "float16", np.nan, scene, camera)
         self._done(g, scene)
 
-    def init_semantics(self, scene: str, camera: str, key: str, attrs: dict) -> None:
-        """Create (or, resuming, check) semantics group ``key``; ``attrs`` must equal the stored ones."""
-        g = self._maps(scene, camera, "semantics", key, create=attrs)
+    def init_semantics(
+        self, scene: str, camera: str, key: str, attrs: dict, vocabulary: Vocabulary | None = None
+    ) -> None:
+        """Create (or, resuming, check) semantics group ``key``; ``attrs`` must equal the stored ones.
+
+        ``vocabulary`` (the labels' target vocabulary, None: Occ3D ids) is stored beside them in full, for
+        :meth:`vocabulary`; a group written before vocabularies were recorded gets it on resume.
+        """
+        full = {**attrs, "vocabulary": vocabulary.to_dict()} if vocabulary is not None else attrs
+        path = f"{scene}/{camera}/semantics/{key}"
+        older = path in self.root and "vocabulary" not in read_meta(self.root[path])
+        g = self._maps(scene, camera, "semantics", key, create=attrs if older else full)
+        if older and vocabulary is not None:
+            write_meta(g, full)
         self._frame_array(g, "labels", "uint8", 255, scene, camera)
         self._frame_array(g, "confidence", "uint8", 0, scene, camera)
         self._done(g, scene)
+
+    def vocabulary(self, scene: str, camera: str, key: str | None = None) -> Vocabulary:
+        """The target vocabulary of semantics ``key`` (default: the cache's) of one camera: its class ids,
+        names, movable classes and colours (:func:`occlabel.models.vocab.vocabulary_of_provenance`)."""
+        g = self._maps(scene, camera, "semantics", self.resolve_key("semantics", key))
+        return vocabulary_of_provenance(read_meta(g))
 
     def depth_done(self, scene: str, camera: str, key: str) -> np.ndarray:
         return self._maps(scene, camera, "depth", key)["done"][:]

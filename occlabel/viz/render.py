@@ -30,17 +30,18 @@ BACKGROUND_RGB = (246, 246, 244)
 
 def class_palette(classes=None) -> np.ndarray:
     """RGB palette <np.uint8: 256, 3> for the ids of a class set (occlabel.store.labels.ClassSet) or of a
-    vocabulary name ("occ3d", "semantickitti", a YAML path); None: Occ3D.
+    vocabulary (a :class:`~occlabel.models.vocab.Vocabulary` or its name: "occ3d", "semantickitti", a YAML
+    path); None: Occ3D.
 
     The vocabulary's colours when it can be loaded (Occ3D, SemanticKITTI's color_map), else tab20 colours;
     SKY sky-blue, UNLABELED grey, the free id white, :data:`EGO_ID` :data:`EGO_RGB`.
     """
+    from occlabel.models.vocab import Vocabulary, load_vocabulary
+
     name = getattr(classes, "name", classes) or "occ3d"
     pal = np.zeros((256, 3), np.uint8)
     try:
-        from occlabel.models.vocab import load_vocabulary
-
-        vocab = load_vocabulary(name)
+        vocab = classes if isinstance(classes, Vocabulary) else load_vocabulary(name)
         for c in vocab.classes:
             pal[c.id] = c.colour
     except Exception:  # an unknown vocabulary: distinct colours for the set's ids

@@ -370,17 +370,9 @@ def save_render(
 # --------------------------------------------------------------------------------------------------
 
 
-def _vocab_of(cache, scene: str, camera: str, key: str | None) -> str | None:
-    from occlabel.store.common import read_meta
-
-    if key is None:
-        return None
-    path = f"{scene}/{camera}/semantics/{key}"
-    if path not in cache.root:
-        return None
-    model = read_meta(cache.root[path]).get("model") or {}
-    vocab = model.get("vocab") or (model.get("conf") or {}).get("vocab")
-    return str(vocab) if vocab else None
+def _vocab_of(cache, scene: str, camera: str, key: str | None):
+    """The semantics' vocabulary (:meth:`Cache.vocabulary`), or None without semantics."""
+    return cache.vocabulary(scene, camera, key) if key is not None else None
 
 
 def _load_rgb(path, size: tuple[int, int]) -> np.ndarray:
@@ -611,13 +603,7 @@ def cache_figure(
     ax = axes[0, 1]
     if labels is not None:
         ax.imshow(pal[labels], interpolation="nearest")
-        names = class_names()
-        try:
-            from occlabel.models.vocab import load_vocabulary
-
-            names = dict(load_vocabulary(vocab).names()) if vocab else names
-        except OccLabelError:
-            pass
+        names = dict(vocab.names()) if vocab is not None else class_names()
         present = [int(c) for c in np.unique(labels)]
         handles = [
             Patch(color=pal[c] / 255, label=names.get(c, {SKY: "sky", UNLABELED: "unlabeled"}.get(c, str(c))))

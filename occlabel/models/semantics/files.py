@@ -10,7 +10,9 @@ For an image whose dataset-relative path is ``images/CAM_FRONT/0001.jpg`` the ma
 ``mapping`` (source id -> target id, as a dict or a YAML/JSON file holding one) is applied with a
 256-entry lookup table; ids it does not name become UNLABELED, or stay as they are with
 ``identity_unmapped``. Without a mapping the ids are used as they are (already in the target vocabulary:
-conventions' class ids, SKY, UNLABELED). Confidence is 1 where labelled and 0 where UNLABELED.
+conventions' class ids, SKY, UNLABELED). ``vocab`` names the vocabulary the (mapped) ids belong to (a
+built-in name or a user YAML file; default Occ3D): it is recorded in the cache, and the later stages take
+their ground, movable and label classes from it. Confidence is 1 where labelled and 0 where UNLABELED.
 Maps are resized to the working resolution with centre-aligned nearest neighbour ("nearest-exact").
 
 The backend reads ``batch["records"][i].rel_path`` to know which image it is processing.
@@ -38,6 +40,7 @@ from occlabel.models.depth.files import (
     find_result,
     normalise_extensions,
 )
+from occlabel.models.vocab import load_vocabulary
 
 
 def _as_id(v: Any, what: str, name: str, allow_negative: bool) -> int:
@@ -122,6 +125,7 @@ class FilesSemantics(SemanticModel):
         "bin_shape": (900, 1600),  # (H, W) of raw int8 .bin maps (OccNeRF, nuScenes native size)
         "mapping": None,  # dict source id -> target id, or a YAML/JSON file with one; None = identity
         "identity_unmapped": False,  # ids absent from mapping keep their value (else become UNLABELED)
+        "vocab": None,  # vocabulary of the (mapped) ids: "occ3d", "semantickitti" or a YAML file; None = Occ3D
     }
 
     def __init__(self, name: str, conf: dict[str, Any] | None = None, device: torch.device | str = "cpu"):
@@ -135,6 +139,9 @@ class FilesSemantics(SemanticModel):
             raise OccLabelError(f"{name}: bin_shape must be (H, W) with positive sizes, got {bs!r}")
         self.conf["bin_shape"] = [int(v) for v in bs]
         self.lut = build_lut(self.conf["mapping"], bool(self.conf["identity_unmapped"]), name)
+        if self.conf["vocab"] is not None:
+            self.conf["vocab"] = str(self.conf["vocab"])
+            self.vocab = load_vocabulary(self.conf["vocab"])
 
     @property
     def key(self) -> str:

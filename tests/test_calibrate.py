@@ -17,7 +17,7 @@ from occlabel.datasets.base import CameraImage, Frame, Scene
 from occlabel.datasets.folder import load_folder, write_manifest
 from occlabel.geometry.photometric import fit_gain, min_reprojection, pixel_error, ssim_box, static_mask
 from occlabel.stages import calibrate_depth
-from occlabel.stages.calibrate_depth import (
+from occlabel.calibration import (
     CalibrationConfig,
     CameraFrames,
     PhotometricCue,

@@ -26,7 +26,7 @@ from occlabel.errors import OccLabelError
 from occlabel.geometry.ground import plane_depth, robust_linear_fit
 from occlabel.geometry.rig import view_overlap
 from occlabel.stages import calibrate_depth
-from occlabel.stages.calibrate_depth import (
+from occlabel.calibration import (
     CUES,
     CalibrationConfig,
     GroundCue,

@@ -12,18 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from occlabel.conventions import OCC3D_ID, SKY
-from occlabel.datasets.base import CameraImage, Frame, Scene
-from occlabel.datasets.folder import load_folder, write_manifest
-from occlabel.geometry.photometric import fit_gain, min_reprojection, pixel_error, ssim_box, static_mask
-from occlabel.stages import calibrate_depth
-from occlabel.stages.calibrate_depth import (
+from occlabel.calibration import (
     CalibrationConfig,
     CameraFrames,
     PhotometricCue,
     Reference,
     fit_camera,
 )
+from occlabel.conventions import OCC3D_ID, SKY
+from occlabel.datasets.base import CameraImage, Frame, Scene
+from occlabel.datasets.folder import load_folder, write_manifest
+from occlabel.geometry.photometric import fit_gain, min_reprojection, pixel_error, ssim_box, static_mask
+from occlabel.stages import calibrate_depth
 from occlabel.store.cache import FLAGS, Cache, open_cache
 
 W, H = 64, 48

@@ -19,14 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 from test_calibrate import H, W, intrinsics, pose, relative_disparity, render, scale_error
 
-from occlabel.conventions import OCC3D_ID, SKY
-from occlabel.datasets.base import CameraImage, Frame, Scene
-from occlabel.datasets.folder import load_folder, write_manifest
-from occlabel.errors import OccLabelError
-from occlabel.geometry.ground import plane_depth, robust_linear_fit
-from occlabel.geometry.rig import view_overlap
-from occlabel.stages import calibrate_depth
-from occlabel.stages.calibrate_depth import (
+from occlabel.calibration import (
     CUES,
     CalibrationConfig,
     GroundCue,
@@ -36,6 +29,13 @@ from occlabel.stages.calibrate_depth import (
     sky_cost,
     sky_values,
 )
+from occlabel.conventions import OCC3D_ID, SKY
+from occlabel.datasets.base import CameraImage, Frame, Scene
+from occlabel.datasets.folder import load_folder, write_manifest
+from occlabel.errors import OccLabelError
+from occlabel.geometry.ground import plane_depth, robust_linear_fit
+from occlabel.geometry.rig import view_overlap
+from occlabel.stages import calibrate_depth
 from occlabel.store.cache import FLAGS, Cache, open_cache
 
 CAM_HEIGHT = 1.6  # the corridor's ground is 1.6 m below the cameras

@@ -79,9 +79,9 @@ def find_stores(run_dir: str | Path) -> tuple[Path | None, list[Path]]:
         elif kind == "labels":
             labels.append(p)
     if cache is None:
-        for lp in labels:
-            from occlabel.store.labels import open_labels
+        from occlabel.store.labels import open_labels
 
+        for lp in labels:
             c = open_labels(lp).meta.get("cache")
             if c and Path(c).exists():
                 cache = Path(c)

@@ -37,6 +37,8 @@ log = logging.getLogger("occlabel.viz")
 PANEL_IN = 4.8
 #: width of the legend column, inches
 LEGEND_IN = 2.1
+#: title height, gap above each row of panels, outer margin, inches
+HEAD_IN, GAP_IN, MARGIN_IN = 0.75, 0.32, 0.15
 
 
 def pyplot():
@@ -263,6 +265,36 @@ def _captions(s: dict[str, Any], labels_path, g: GroundTruth | None, metrics) ->
     return title, sub
 
 
+def _compose(columns: list[Column], panels, s: dict[str, Any], camera: str | None, dpi: int):
+    """(figure, its (width, height) in inches): the labels figure without its captions, rows of panels
+    (BEV, 3D, camera) per column and the legend at the right; the layout is fixed in inches so that the PNG
+    size is known."""
+    X, Y, _ = s["grid"].shape
+    render = panels["3d"][0]
+    rows = [("bev", PANEL_IN * X / Y), ("3d", PANEL_IN * render.shape[0] / render.shape[1])]
+    if panels["camera"]:
+        cam = panels["camera"][0]
+        rows.append(("camera", PANEL_IN * cam.shape[0] / cam.shape[1]))
+    fig_w = MARGIN_IN + len(columns) * (PANEL_IN + MARGIN_IN) + LEGEND_IN
+    fig_h = HEAD_IN + sum(h + GAP_IN for _, h in rows) + MARGIN_IN
+    fig = pyplot().figure(figsize=(fig_w, fig_h), dpi=dpi)
+    y = fig_h - HEAD_IN
+    for name, h in rows:
+        y -= GAP_IN + h
+        for c, col in enumerate(columns):
+            x = MARGIN_IN + c * (PANEL_IN + MARGIN_IN)
+            ax = fig.add_axes((x / fig_w, y / fig_h, PANEL_IN / fig_w, h / fig_h))
+            _draw_panel(ax, name, panels[name][c], col.title, s, camera)
+    fig.legend(
+        handles=_legend_handles(columns),
+        loc="upper left",
+        bbox_to_anchor=((fig_w - LEGEND_IN + 0.1) / fig_w, (fig_h - HEAD_IN) / fig_h),
+        fontsize=7.5,
+        frameon=False,
+    )
+    return fig, (fig_w, fig_h)
+
+
 def labels_figure(
     labels_path: str | Path,
     out: str | Path,
@@ -290,38 +322,14 @@ def labels_figure(
     cam = camera_view(s, dataset, camera) if camera else None
     panels = _panels(columns, s, cam, render_width)
 
-    # layout in inches, fixed so that the PNG size is known: title, then rows of panels, legend at right
-    X, Y, _ = s["grid"].shape
-    render = panels["3d"][0]
-    rows = [("bev", PANEL_IN * X / Y), ("3d", PANEL_IN * render.shape[0] / render.shape[1])]
-    if cam is not None:
-        rows.append(("camera", PANEL_IN * cam[0].shape[0] / cam[0].shape[1]))
-    head, gap, margin = 0.75, 0.32, 0.15
-    fig_w = margin + len(columns) * (PANEL_IN + margin) + LEGEND_IN
-    fig_h = head + sum(h + gap for _, h in rows) + margin
-    plt = pyplot()
-    fig = plt.figure(figsize=(fig_w, fig_h), dpi=dpi)
-    y = fig_h - head
-    for name, h in rows:
-        y -= gap + h
-        for c, col in enumerate(columns):
-            x = margin + c * (PANEL_IN + margin)
-            ax = fig.add_axes((x / fig_w, y / fig_h, PANEL_IN / fig_w, h / fig_h))
-            _draw_panel(ax, name, panels[name][c], col.title, s, camera)
-    fig.legend(
-        handles=_legend_handles(columns),
-        loc="upper left",
-        bbox_to_anchor=((fig_w - LEGEND_IN + 0.1) / fig_w, (fig_h - head) / fig_h),
-        fontsize=7.5,
-        frameon=False,
-    )
+    fig, (fig_w, fig_h) = _compose(columns, panels, s, camera, dpi)
     title, sub = _captions(s, labels_path, g, metrics)
-    fig.text(margin / fig_w, 1 - 0.28 / fig_h, title, fontsize=11, weight="bold", va="top")
-    fig.text(margin / fig_w, 1 - 0.52 / fig_h, sub, fontsize=8.5, va="top", color="0.25")
+    fig.text(MARGIN_IN / fig_w, 1 - 0.28 / fig_h, title, fontsize=11, weight="bold", va="top")
+    fig.text(MARGIN_IN / fig_w, 1 - 0.52 / fig_h, sub, fontsize=8.5, va="top", color="0.25")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
-    plt.close(fig)
+    pyplot().close(fig)
     return {
         "path": out,
         "size": (round(fig_w * dpi), round(fig_h * dpi)),

@@ -63,6 +63,30 @@ def _photometric_mask(cache, scene: str, camera: str, t: int, opts: dict, cfg, d
     return static & border & torch.isfinite(depth)
 
 
+def _errors(tgt, srcs, depth, geo: dict, t: int, sources: list[int], base):
+    """(before <1, h, w>: the identity error, min over the sources; after <1, h, w>: the error of the
+    sources warped through ``depth``, min over the valid warps; has_warp <bool: 1, h, w>)."""
+    import torch
+
+    from occlabel.geometry.photometric import fit_gain, min_reprojection, pixel_error
+    from occlabel.geometry.warp import relative_pose, warp
+
+    K = torch.from_numpy(geo["K"]).double()
+    T_wc = torch.from_numpy(geo["T_world_from_cam"]).double()
+    errs, valids, idents = [], [], []
+    for j, u in enumerate(sources):
+        T_st = relative_pose(T_wc[t][None], T_wc[u][None])
+        warped, valid = warp(srcs[j : j + 1], depth.double(), K[t][None], K[u][None], T_st, max_depth=200.0)
+        warped = warped.float()
+        m = valid & base
+        errs.append(pixel_error(tgt, warped * fit_gain(tgt, warped, m)))
+        valids.append(valid)
+        s = srcs[j : j + 1]
+        idents.append(pixel_error(tgt, s * fit_gain(tgt, s, base)))
+    after, _, has_warp = min_reprojection(torch.stack(errs, 1), torch.stack(valids, 1))
+    return torch.stack(idents, 1).amin(1), after, has_warp
+
+
 def photometric_before_after(cache, dataset, scene: str, camera: str, t: int) -> dict[str, Any] | None:
     """Photometric error of frame ``t`` before and after calibration, as calibrate-depth measures it.
 
@@ -81,8 +105,6 @@ def photometric_before_after(cache, dataset, scene: str, camera: str, t: int) ->
     """
     import torch
 
-    from occlabel.geometry.photometric import fit_gain, min_reprojection, pixel_error
-    from occlabel.geometry.warp import relative_pose, warp
     from occlabel.stages.calibrate_depth import CalibrationConfig
 
     try:
@@ -107,21 +129,8 @@ def photometric_before_after(cache, dataset, scene: str, camera: str, t: int) ->
     )
     depth = torch.from_numpy(cache.metric_depth(scene, camera, t))[None]
     geo = cache.geometry(scene, camera)
-    K = torch.from_numpy(geo["K"]).double()
-    T_wc = torch.from_numpy(geo["T_world_from_cam"]).double()
     base = _photometric_mask(cache, scene, camera, t, opts, cfg, depth, h, w)
-    errs, valids, idents = [], [], []
-    for j, u in enumerate(sources):
-        T_st = relative_pose(T_wc[t][None], T_wc[u][None])
-        warped, valid = warp(srcs[j : j + 1], depth.double(), K[t][None], K[u][None], T_st, max_depth=200.0)
-        warped = warped.float()
-        m = valid & base
-        errs.append(pixel_error(tgt, warped * fit_gain(tgt, warped, m)))
-        valids.append(valid)
-        s = srcs[j : j + 1]
-        idents.append(pixel_error(tgt, s * fit_gain(tgt, s, base)))
-    after, _, has_warp = min_reprojection(torch.stack(errs, 1), torch.stack(valids, 1))
-    before = torch.stack(idents, 1).amin(1)
+    before, after, has_warp = _errors(tgt, srcs, depth, geo, t, sources, base)
     mask = (base & has_warp)[0].numpy()
     if not mask.any():
         return None

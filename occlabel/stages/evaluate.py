@@ -46,6 +46,7 @@ import torch
 
 from occlabel.conventions import FREE, OCC3D_NAMES, OCC3D_NUM_CLASSES, OCC3D_NUM_SEMANTIC
 from occlabel.errors import StoreError
+from occlabel.store.export import SEMANTICKITTI_SHAPE
 from occlabel.store.groundtruth import (
     GT_FORMATS,
     GroundTruth,
@@ -264,7 +265,7 @@ def _gt_format(reader, labels_path: Path, gt: str | Path | None, gt_format: str 
     if gt_format is None and gt is not None:
         gt_format = detect_gt_format(gt)
     elif gt_format is None:  # the dataset's own ground truth: SemanticKITTI voxels for labels on that grid
-        gt_format = "semantickitti" if tuple(reader.grid.shape) == (256, 256, 32) else "occ3d"
+        gt_format = "semantickitti" if tuple(reader.grid.shape) == SEMANTICKITTI_SHAPE else "occ3d"
     if gt_format not in GT_FORMATS:
         raise StoreError(
             f"evaluate: ground-truth format must be one of {', '.join(GT_FORMATS)}, got {gt_format!r}"

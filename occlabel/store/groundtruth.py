@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 
 from occlabel.errors import StoreError
+from occlabel.store.export import SEMANTICKITTI_SHAPE, read_semantickitti_voxels, semantickitti_names
 from occlabel.store.labels import OCC3D, SEMANTICKITTI, ClassSet
 
 #: ground-truth formats (and protocols) ``evaluate --format`` accepts
 GT_FORMATS = ("occ3d", "semantickitti")
-#: the grid shape of SemanticKITTI voxels (``semantickitti`` grid)
-SEMANTICKITTI_SHAPE = (256, 256, 32)
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,6 @@ def detect_gt_format(gt_dir: str | Path) -> str:
 
 def reader_semantickitti_names(reader) -> dict[tuple[str, int], tuple[str, str]]:
     """(scene, sample index) -> SemanticKITTI (sequence, frame) of every sample of a labels reader."""
-    from occlabel.store.export import semantickitti_names
-
     return semantickitti_names(
         reader.scenes(), {sc: reader.scene_meta(sc)["frame_indices"] for sc in reader.scenes()}
     )
@@ -123,8 +120,6 @@ def find_ground_truth(
 
 def _semantickitti(stem: Path, shape: tuple[int, ...], where: str) -> GroundTruth:
     """``<stem>.label`` (+ ``.invalid``) read with the labels' shape (another size is refused, both named)."""
-    from occlabel.store.export import read_semantickitti_voxels
-
     g = read_semantickitti_voxels(stem, shape)
     valid = g["labels"] != 255
     sem = np.where(valid, g["labels"], 0).astype(np.uint8)

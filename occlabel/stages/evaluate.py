@@ -290,9 +290,11 @@ def _ground_truth_lookup(
     # the names are checked (one sequence per scene) whatever the source, as the exporter checks them
     names = reader_semantickitti_names(reader) if gt_format == "semantickitti" else None
     if gt is not None:
-        return (lambda s: find_ground_truth(s, gt_dir=gt, gt_format=gt_format, sk_names=names)), str(
-            Path(gt).resolve()
-        )
+
+        def in_directory(s: dict[str, Any]) -> GroundTruth | None:
+            return find_ground_truth(s, gt_dir=gt, gt_format=gt_format, sk_names=names)
+
+        return in_directory, str(Path(gt).resolve())
     cache_path = reader.meta.get("cache")
     if not cache_path:
         raise StoreError(f"{labels_path}: labels store does not record its source cache")

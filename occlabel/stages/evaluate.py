@@ -3,7 +3,8 @@
 Ground truth: the dataset's own occupancy (``frame.occupancy_path``, Occ3D labels.npz layout), or a
 directory given with ``gt``: Occ3D layout (``gts/<scene>/<token>/labels.npz``) or SemanticKITTI layout
 (``sequences/<XX>/voxels/<NNNNNN>.label`` + ``.invalid``, named as occlabel.store.export names them);
-the layout is detected from the directory unless ``gt_format`` says it.
+the layout is detected from the directory unless ``gt_format`` says it. Which file belongs to which sample:
+:func:`occlabel.store.groundtruth.find_ground_truth` (the lookup ``show`` and ``report`` use too).
 
 Occ3D protocol (as ``Metric_mIoU(num_classes=18, use_image_mask=True)`` of the CVPR2023 occupancy challenge):
 
@@ -35,6 +36,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,14 @@ import torch
 
 from occlabel.conventions import FREE, OCC3D_NAMES, OCC3D_NUM_CLASSES, OCC3D_NUM_SEMANTIC
 from occlabel.errors import StoreError
+from occlabel.store.export import SEMANTICKITTI_SHAPE
+from occlabel.store.groundtruth import (
+    GT_FORMATS,
+    GroundTruth,
+    detect_gt_format,
+    find_ground_truth,
+    reader_semantickitti_names,
+)
 from occlabel.utils import progress_bar
 
 log = logging.getLogger(__name__)
@@ -207,22 +218,6 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-GT_FORMATS = ("occ3d", "semantickitti")
-
-
-def detect_gt_format(gt_dir: str | Path) -> str:
-    """ "semantickitti" when ``gt_dir`` holds ``sequences/``, "occ3d" when it holds ``gts/``."""
-    d = Path(gt_dir)
-    if (d / "sequences").is_dir():
-        return "semantickitti"
-    if (d / "gts").is_dir():
-        return "occ3d"
-    raise StoreError(
-        f"{d}: neither a SemanticKITTI dataset folder (sequences/XX/voxels/) nor an Occ3D one (gts/); "
-        "pass --format"
-    )
-
-
 def run(
     labels_path: str | Path,
     json_out: str | Path | None = None,
@@ -245,130 +240,144 @@ def run(
         the protocol's figures plus "num_samples", "samples_without_gt", "per_scene", "confusion" (list),
         "protocol", "gt", "labels"; also stored in the labels root attributes under "evaluation".
     """
-    from occlabel.datasets.base import load_occupancy
-    from occlabel.store.common import open_root, update_root_meta
-    from occlabel.store.export import (
-        read_semantickitti_voxels,
-        semantickitti_names,
-        to_semantickitti,
-    )
     from occlabel.store.labels import open_labels
 
     labels_path = Path(labels_path)
     reader = open_labels(labels_path)
+    gt_format = _gt_format(reader, labels_path, gt, gt_format)
+    lookup, gt_where = _ground_truth_lookup(reader, labels_path, gt, gt_format)
+    acc = _accumulate(reader, lookup, gt_format == "semantickitti", progress)
+    if acc.n == 0:
+        raise StoreError(f"{labels_path}: no done sample has ground-truth occupancy in {gt_where}")
+    results = _results(acc, gt_format == "semantickitti", gt_where, labels_path)
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(results, indent=1))
+    _record(labels_path, results)
+    return results
+
+
+def _gt_format(reader, labels_path: Path, gt: str | Path | None, gt_format: str | None) -> str:
+    """The ground truth's format, which is the protocol: as stated, else detected from the ``gt`` directory,
+    else the dataset's own (SemanticKITTI for labels on its 256 × 256 × 32 grid, else Occ3D). Refuses an
+    unknown format and a class set the protocol cannot score."""
+    from occlabel.store.export import to_semantickitti
+
     if gt_format is None and gt is not None:
         gt_format = detect_gt_format(gt)
     elif gt_format is None:  # the dataset's own ground truth: SemanticKITTI voxels for labels on that grid
-        gt_format = "semantickitti" if tuple(reader.grid.shape) == (256, 256, 32) else "occ3d"
+        gt_format = "semantickitti" if tuple(reader.grid.shape) == SEMANTICKITTI_SHAPE else "occ3d"
     if gt_format not in GT_FORMATS:
         raise StoreError(
             f"evaluate: ground-truth format must be one of {', '.join(GT_FORMATS)}, got {gt_format!r}"
         )
-    ssc = gt_format == "semantickitti"
-    if not ssc and reader.classes.name != "occ3d":
+    if gt_format == "occ3d" and reader.classes.name != "occ3d":
         raise StoreError(
             f"{labels_path}: labels of the {reader.classes.name!r} class set cannot be scored with the Occ3D "
             "protocol; evaluate against SemanticKITTI ground truth (--gt DIR --format semantickitti)"
         )
-    if ssc:
+    if gt_format == "semantickitti":
         to_semantickitti(np.array([reader.classes.free], np.uint8), reader.classes)  # refuses unmapped sets
-        names = semantickitti_names(
-            reader.scenes(), {sc: reader.scene_meta(sc)["frame_indices"] for sc in reader.scenes()}
-        )
-    if gt is None:
-        from occlabel.store.cache import open_cache
+    return gt_format
 
-        cache_path = reader.meta.get("cache")
-        if not cache_path:
-            raise StoreError(f"{labels_path}: labels store does not record its source cache")
-        dataset = open_cache(cache_path).open_dataset()
-        frames_by_scene = {sc.name: {f.token: f for f in sc.frames} for sc in dataset.scenes}
-        gt_where = f"dataset {dataset.root}"
-    else:
-        gt_where = str(Path(gt).resolve())
 
-    def _dataset_frame(s: dict[str, Any]):
+def _ground_truth_lookup(
+    reader, labels_path: Path, gt: str | Path | None, gt_format: str
+) -> tuple[Callable[[dict[str, Any]], GroundTruth | None], str]:
+    """(sample -> its ground truth or None, where the ground truth is) through
+    :func:`occlabel.store.groundtruth.find_ground_truth`; a sample missing from the dataset is an error."""
+    from occlabel.store.cache import open_cache
+
+    # the names are checked (one sequence per scene) whatever the source, as the exporter checks them
+    names = reader_semantickitti_names(reader) if gt_format == "semantickitti" else None
+    if gt is not None:
+
+        def in_directory(s: dict[str, Any]) -> GroundTruth | None:
+            return find_ground_truth(s, gt_dir=gt, gt_format=gt_format, sk_names=names)
+
+        return in_directory, str(Path(gt).resolve())
+    cache_path = reader.meta.get("cache")
+    if not cache_path:
+        raise StoreError(f"{labels_path}: labels store does not record its source cache")
+    dataset = open_cache(cache_path).open_dataset()
+    frames_by_scene = {sc.name: {f.token: f for f in sc.frames} for sc in dataset.scenes}
+    gt_where = f"dataset {dataset.root}"
+
+    def lookup(s: dict[str, Any]) -> GroundTruth | None:
         frame = frames_by_scene.get(s["scene"], {}).get(s["token"])
         if frame is None:
             raise StoreError(f"{labels_path}: sample {s['scene']}/{s['token']} is not in {gt_where}")
-        return frame
+        return find_ground_truth(s, frame, gt_format=gt_format)
 
-    def ground_truth(s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-        """(gt classes, mask of the voxels that count) of one sample, or None when it has none."""
-        if ssc:
-            if gt is None:  # the dataset's SemanticKITTI voxels (frame.meta, see datasets.kitti)
-                vox = (getattr(_dataset_frame(s), "meta", None) or {}).get("semantickitti_voxels") or {}
-                if "label" not in vox:
-                    return None
-                stem = Path(vox["label"]).with_suffix("")
-            else:
-                seq, frame = names[(s["scene"], s["index"])]
-                stem = Path(gt) / "sequences" / seq / "voxels" / frame
-                if not stem.with_suffix(".label").exists():
-                    return None
-            # read with the labels' shape: a file of another size is refused with both sizes named
-            g = read_semantickitti_voxels(stem, tuple(s["semantics"].shape))
-            return g["labels"], g["labels"] != 255
-        if gt is None:
-            path = _dataset_frame(s).occupancy_path
-        else:
-            path = Path(gt) / "gts" / s["scene"] / s["token"] / "labels.npz"
-            path = path if path.exists() else None
-        if path is None:
-            return None
-        g = load_occupancy(path)
-        return g["semantics"], g["mask_camera"]
+    return lookup, gt_where
+
+
+@dataclass
+class _Confusions:
+    """Confusion counts <np.int64: C, C> summed over the samples with ground truth, and per scene."""
+
+    total: np.ndarray
+    per_scene: dict[str, np.ndarray] = field(default_factory=dict)
+    per_scene_n: dict[str, int] = field(default_factory=dict)
+    n: int = 0  # samples with ground truth
+    missing: int = 0  # samples without
+
+
+def _accumulate(reader, lookup, ssc: bool, progress: bool) -> _Confusions:
+    """Confusion of every done sample against its ground truth (SSC: labels mapped to SemanticKITTI ids)."""
+    from occlabel.store.export import to_semantickitti
 
     n_cls = SSC_NUM_CLASSES if ssc else OCC3D_NUM_CLASSES
-    metrics = ssc_metrics if ssc else occ3d_metrics
-    total = np.zeros((n_cls, n_cls), np.int64)
-    per_scene_c: dict[str, np.ndarray] = {}
-    per_scene_n: dict[str, int] = {}
-    n = missing = 0
+    acc = _Confusions(np.zeros((n_cls, n_cls), np.int64))
     for s in progress_bar(reader, total=len(reader), desc="evaluate", enabled=progress, unit="sample"):
-        g = ground_truth(s)
+        g = lookup(s)
         if g is None:
-            missing += 1
+            acc.missing += 1
             continue
-        gt_sem, gt_mask = g
-        if gt_sem.shape != s["semantics"].shape:
+        if g.semantics.shape != s["semantics"].shape:
             raise StoreError(
-                f"sample {s['scene']}/{s['token']}: GT grid {gt_sem.shape} differs from the labels' grid "
+                f"sample {s['scene']}/{s['token']}: GT grid {g.semantics.shape} differs from the labels' grid "
                 f"{s['semantics'].shape}; voxelize with the ground truth's grid"
             )
         pred = to_semantickitti(s["semantics"], reader.classes) if ssc else s["semantics"]
-        c = confusion_matrix(pred, gt_sem, gt_mask, num_classes=n_cls)
-        total += c
-        per_scene_c[s["scene"]] = per_scene_c.get(s["scene"], 0) + c
-        per_scene_n[s["scene"]] = per_scene_n.get(s["scene"], 0) + 1
-        n += 1
-    if n == 0:
-        raise StoreError(f"{labels_path}: no done sample has ground-truth occupancy in {gt_where}")
+        c = confusion_matrix(pred, g.semantics, g.mask, num_classes=n_cls)
+        acc.total += c
+        acc.per_scene[s["scene"]] = acc.per_scene.get(s["scene"], 0) + c
+        acc.per_scene_n[s["scene"]] = acc.per_scene_n.get(s["scene"], 0) + 1
+        acc.n += 1
+    return acc
 
+
+def _results(acc: _Confusions, ssc: bool, gt_where: str, labels_path: Path) -> dict[str, Any]:
+    """The protocol's figures of the total and the headline figures per scene (see :func:`run`)."""
+    metrics = ssc_metrics if ssc else occ3d_metrics
     headline = ("miou", "iou_completion") if ssc else ("miou", "iou_geometry")
-    results = metrics(total)
+    results = metrics(acc.total)
     results.update(
         {
-            "num_samples": n,
-            "samples_without_gt": missing,
+            "num_samples": acc.n,
+            "samples_without_gt": acc.missing,
             "per_scene": {
-                sc: {**{k: metrics(c)[k] for k in headline}, "num_samples": per_scene_n[sc]}
-                for sc, c in per_scene_c.items()
+                sc: {**{k: metrics(c)[k] for k in headline}, "num_samples": acc.per_scene_n[sc]}
+                for sc, c in acc.per_scene.items()
             },
-            "confusion": total.tolist(),
+            "confusion": acc.total.tolist(),
             "protocol": SSC_PROTOCOL if ssc else PROTOCOL,
             "gt": gt_where,
             "labels": str(labels_path.resolve()),
         }
     )
-    if json_out is not None:
-        Path(json_out).write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _record(labels_path: Path, results: dict[str, Any]) -> None:
+    """The results in the labels root attributes under "evaluation" (a read-only store still evaluates)."""
+    from occlabel.store.common import open_root, update_root_meta
+
     try:
         root = open_root(labels_path, "labels", create=False, mode="a")
         update_root_meta(root, lambda meta: meta.update(evaluation=results))
     except OSError as e:  # a read-only store still evaluates
         log.warning("evaluate: could not record the results in %s (%s)", labels_path, e)
-    return results
 
 
 __all__ = [

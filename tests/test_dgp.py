@@ -313,6 +313,22 @@ def test_bad_roots_and_files(tmp_path):
         load_dgp(root, depth="none")
 
 
+def test_numbered_scenes_like_ddad(tmp_path):
+    """DDAD's scenes are 000000 ... 000199; YAML reads scenes=150 as a number (and 000150 as octal 104)."""
+    src = require(DGP)
+    (tmp_path / "000150").symlink_to(src / "scene_01", target_is_directory=True)
+    scene = next((src / "scene_01").glob("scene_*.json")).name
+    (tmp_path / "ddad.json").write_text(
+        json.dumps({"scene_splits": {"1": {"filenames": [f"000150/{scene}"]}}})
+    )
+    ds = load_dgp(tmp_path, scenes=150, split="val", depth="none")
+    assert ds.names() == ["000150"] and ds.options["index"] == "ddad.json"
+    assert ds.scenes[0].frames[0].images["CAMERA_01"].rel_path.startswith("000150/rgb/CAMERA_01/")
+    assert load_dgp(tmp_path, scenes=["000150"], depth="none").names() == ["000150"]
+    with pytest.raises(DatasetError, match="no scene '104' .*quote it"):
+        load_dgp(tmp_path, scenes=104, depth="none")
+
+
 def test_parse_timestamp_us():
     assert parse_timestamp_us("1970-01-01T00:00:01.5Z") == 1_500_000
     assert parse_timestamp_us("1970-01-01T01:00:00+01:00") == 0

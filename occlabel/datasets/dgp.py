@@ -65,6 +65,7 @@ from __future__ import annotations
 import calendar
 import json
 import logging
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -250,7 +251,7 @@ def _index_scene_files(path: Path, split: Any) -> list[Path]:
     for k in wanted if wanted is not None else sorted(have):
         files = have[k].get("filenames", []) if isinstance(have[k], dict) else []
         for f in files:
-            out.setdefault((path.parent / f).resolve(), None)
+            out.setdefault(Path(os.path.normpath(path.parent / f)), None)  # symlinks kept: names, rel_path
     if not out:
         raise DatasetError(f"{path}: the index lists no scene")
     return list(out)
@@ -287,6 +288,25 @@ def _resolve_root(root: Path, index: str | None, split: Any) -> tuple[Path, list
     raise DatasetError(
         f"{root}: no DGP index (scene_dataset*.json, ddad*.json) and no scene_*.json (see docs/datasets.md)"
     )
+
+
+def _scene_names(value: Any, available: list[str]) -> list[str] | None:
+    """Requested scene names; a number (YAML reads scenes=150 as one) names the zero-padded ``000150``."""
+    raw = value if isinstance(value, list | tuple) else [value] if isinstance(value, int) else None
+    names = _names(value, "scenes")
+    if names is None:
+        return None
+    out = []
+    for i, n in enumerate(names):
+        if n not in available and raw is not None and isinstance(raw[i], int):
+            n = next((a for a in available if a.isdigit() and int(a) == raw[i]), n)
+        if n not in available:
+            hint = ""
+            if raw is not None and isinstance(raw[i], int):
+                hint = " (an unquoted 000150 reads as a YAML number, octal when it starts with 0: quote it)"
+            raise DatasetError(f"dgp option 'scenes': no scene {n!r}{hint}; known: {', '.join(available)}")
+        out.append(n)
+    return out
 
 
 def _select_cameras(value: Any, available: list[str]) -> list[str] | None:
@@ -342,13 +362,8 @@ def load_dgp(
         if name in names.values():
             name = f"{name}-{f.stem.removeprefix('scene_')[:8]}"
         names[f] = name
-    wanted = _names(scenes, "scenes")
+    wanted = _scene_names(scenes, list(names.values()))
     if wanted is not None:
-        unknown = [w for w in wanted if w not in names.values()]
-        if unknown:
-            raise DatasetError(
-                f"dgp option 'scenes': no scene {unknown[0]!r}; known: {', '.join(names.values())}"
-            )
         docs = [(f, d) for f, d in docs if names[f] in wanted]
     parsed = [_parse_scene(f, d, names[f], base) for f, d in docs]
     available = list(dict.fromkeys(c for p in parsed for c in p["cameras"]))

@@ -107,6 +107,7 @@ def _write_png(path: Path, depth_m: np.ndarray) -> None:
     os.close(fd)
     try:
         Image.fromarray(q).save(tmp, format="PNG")
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a shared depth_dir from other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -207,6 +207,11 @@ def test_depth_files_are_reused_and_keyed(ds, depth_dir):
     im2 = again.scenes[0].frames[0].images["CAMERA_01"]
     assert im2.depth_path == im.depth_path and im2.depth_path.stat().st_mtime_ns == mtime
     assert im.depth_path.is_relative_to(depth_dir / "scene_02" / "CAMERA_01")
+    blocked = depth_dir.parent / "a_file"
+    blocked.write_text("")
+    with pytest.raises(DatasetError, match="cannot write LiDAR depth .*set depth_dir=DIR") as e:
+        load_dgp(DGP, scenes="scene_01", cameras="1", depth_dir=blocked / "sub")
+    assert "\n" not in str(e.value)
     none = load_dgp(DGP, scenes="scene_01", depth="none")
     assert all(i.depth_path is None for f in none.scenes[0].frames for i in f.images.values())
 

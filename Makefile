@@ -8,7 +8,7 @@ EXTRAS ?= dev,nuscenes,kitti,scale
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean nuscenes kitti kitti-raw
+.PHONY: install test lint demo bench clean nuscenes kitti kitti-raw ddad
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,7 @@ demo: install
 # Every stage on a real dataset (extract-2d -> calibrate-depth -> voxelize -> export occ3d -> evaluate when
 # Occ3D ground truth (gts/) is there). MODELS passes extract-2d's model flags, e.g.
 # MODELS="--depth-model oracle --semantic-model oracle" on a layout written by `occlabel synth --layout ...`.
+# SPLIT and SCENES serve nuscenes and ddad.
 VERSION ?= v1.0-mini
 SPLIT ?=
 SCENES ?=
@@ -44,6 +45,9 @@ KITTI_GRID ?= semantickitti
 KITTI_OUT ?= runs/kitti-$(SEQ)-$(CAMERA)
 DRIVE ?=
 KITTI_RAW_OUT ?= runs/kitti-raw-$(DRIVE)-$(CAMERA)
+CAMERAS ?=
+DDAD_OUT ?= runs/ddad$(if $(SPLIT),-$(SPLIT))$(if $(SCENES),-$(subst $(comma),_,$(SCENES)))
+comma := ,
 
 nuscenes: install
 	@test -n "$(NUSCENES)" || { echo "usage: make nuscenes NUSCENES=/path/to/nuscenes [VERSION=v1.0-mini] [SPLIT=mini_val] [SCENES=scene-0061,scene-0103] [GTS=/path/to/occ3d/gts] [MODELS='--depth-model ... --semantic-model ...']" >&2; exit 2; }
@@ -82,6 +86,18 @@ kitti-raw: install
 	@if [ -n "$(GTS)" ] || [ -d "$(KITTI_RAW)/gts" ]; then \
 		$(BIN)/occlabel evaluate $(KITTI_RAW_OUT)/labels.zarr --json $(KITTI_RAW_OUT)/eval.json; \
 	else echo "no $(KITTI_RAW)/gts (Occ3D-layout ground truth in the KITTI raw ego frame): evaluation skipped"; fi
+
+# DDAD (or any DGP scene dataset): no occupancy ground truth, so evaluate scores the calibrated depth of the
+# cache against each image's projected LiDAR depth; the labels are exported all the same.
+ddad: install
+	@test -n "$(DDAD)" || { echo "usage: make ddad DDAD=/path/to/ddad_train_val [SPLIT=val] [SCENES=000150,000151] [CAMERAS=CAMERA_01,CAMERA_05] [MODELS='--depth-model ... --semantic-model ...']" >&2; exit 2; }
+	$(BIN)/occlabel extract-2d --dataset dgp --root "$(DDAD)" $(if $(SPLIT),--dataset-option split=$(SPLIT)) \
+		$(if $(SCENES),--dataset-option 'scenes="$(SCENES)"') $(if $(CAMERAS),--dataset-option cameras=$(CAMERAS)) \
+		--out $(DDAD_OUT)/cache.zarr $(MODELS)
+	$(BIN)/occlabel calibrate-depth $(DDAD_OUT)/cache.zarr
+	$(BIN)/occlabel voxelize $(DDAD_OUT)/cache.zarr --out $(DDAD_OUT)/labels.zarr --grid occ3d
+	$(BIN)/occlabel export $(DDAD_OUT)/labels.zarr --format occ3d --out $(DDAD_OUT)/occ3d
+	$(BIN)/occlabel evaluate $(DDAD_OUT)/cache.zarr --json $(DDAD_OUT)/depth_eval.json
 
 bench: install
 	$(BIN)/python scripts/bench.py --out docs/benchmarks.md

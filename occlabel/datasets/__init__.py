@@ -11,7 +11,7 @@ from occlabel.errors import DatasetError
 __all__ = ["CameraImage", "Dataset", "Frame", "Scene", "open_dataset", "DATASET_KINDS"]
 
 #: adapter names; "synthetic" (what ``occlabel synth`` writes by default) is the folder adapter
-DATASET_KINDS = ("folder", "synthetic", "nuscenes", "kitti", "kitti-raw")
+DATASET_KINDS = ("folder", "synthetic", "nuscenes", "kitti", "kitti-raw", "dgp")
 
 
 def _loader(kind: str):
@@ -31,6 +31,10 @@ def _loader(kind: str):
         from occlabel.datasets.kitti_raw import load_kitti_raw
 
         return load_kitti_raw
+    if kind == "dgp":
+        from occlabel.datasets.dgp import load_dgp
+
+        return load_dgp
     raise DatasetError(f"unknown dataset kind {kind!r}; known: {', '.join(DATASET_KINDS)}")
 
 
@@ -45,11 +49,13 @@ def open_dataset(kind: str, root: str | Path, **options) -> Dataset:
     Args:
         kind: adapter name: "folder" / "synthetic" (occlabel.json manifest), "nuscenes" (nuscenes-devkit
             tables), "kitti" (KITTI odometry / SemanticKITTI layout), "kitti-raw" (KITTI raw drives, OXTS
-            poses). See docs/datasets.md.
+            poses), "dgp" (DDAD and other DGP scene datasets, LiDAR depth as ground truth). See
+            docs/datasets.md.
         root: dataset root (the nuScenes dataroot; the KITTI directory holding ``sequences/``; the KITTI
-            raw directory holding ``<date>/``).
+            raw directory holding ``<date>/``; the DGP directory holding ``scene_dataset*.json``).
         options: adapter options (recorded in stores so later stages can reopen the same dataset); the
-            keyword arguments of ``load_folder`` / ``load_nuscenes`` / ``load_kitti`` / ``load_kitti_raw``.
+            keyword arguments of ``load_folder`` / ``load_nuscenes`` / ``load_kitti`` / ``load_kitti_raw`` /
+            ``load_dgp``.
     Raises:
         DatasetError: an unknown kind or option, or a problem in the data (one line naming it).
     """

@@ -68,7 +68,7 @@ class Frame:
         images: camera name -> CameraImage.
         lidar_path: optional LiDAR sweep at the frame's time: ``.npy`` <float32: N, 3> (or N x >=3) points,
             or a dataset's own scan file (nuScenes ``.pcd.bin`` float32 N x 5, KITTI velodyne ``.bin``
-            float32 N x 4); read with :func:`load_lidar_points`.
+            float32 N x 4, DGP ``.npz`` key ``data``); read with :func:`load_lidar_points`.
         T_ego_from_lidar: <np.float64: 4, 4> LiDAR to ego frame, or None when ``lidar_path`` holds points
             already in the ego frame.
         occupancy_path: optional ground-truth occupancy in the Occ3D labels.npz layout, on the ``occ3d``
@@ -246,20 +246,26 @@ def load_lidar_points(path: Path, T_ego_from_lidar: np.ndarray | None = None) ->
     """A LiDAR sweep as <np.float32: N, 3> points in the ego frame (of the sweep's time).
 
     Accepts ``.npy`` (float N x >=3, x y z first), nuScenes ``.pcd.bin`` (float32 N x 5: x, y, z,
-    intensity, ring) and KITTI velodyne ``.bin`` (float32 N x 4: x, y, z, reflectance). Points are mapped
+    intensity, ring), KITTI velodyne ``.bin`` (float32 N x 4: x, y, z, reflectance) and DGP ``.npz``
+    (key ``data``: N x >=3, x y z first). Points are mapped
     through ``T_ego_from_lidar`` <float: 4, 4> when given (None: they are in the ego frame already).
     """
     path = Path(path)
     try:
         if path.suffix == ".npy":
             pts = np.load(path)
+        elif path.suffix == ".npz":
+            with np.load(path) as z:
+                pts = z["data"]
         elif path.name.endswith(".pcd.bin"):
             pts = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
         elif path.suffix == ".bin":
             pts = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
         else:
-            raise DatasetError(f"{path}: LiDAR must be .npy, nuScenes .pcd.bin or KITTI velodyne .bin")
-    except (OSError, ValueError) as e:
+            raise DatasetError(
+                f"{path}: LiDAR must be .npy, nuScenes .pcd.bin, KITTI velodyne .bin or DGP .npz"
+            )
+    except (OSError, ValueError, KeyError) as e:
         raise DatasetError(f"{path}: cannot read LiDAR points ({e})") from None
     if pts.ndim != 2 or pts.shape[1] < 3:
         raise DatasetError(f"{path}: LiDAR points must be N x 3 or wider, got shape {pts.shape}")

@@ -90,6 +90,52 @@ def run_synthetic(
     return results
 
 
+def exact_depth_cache(cache_path: str | Path, out: str | Path, factor: float = 1.0) -> Path:
+    """Copy a cache to ``out`` with every image's map replaced by the dataset's true depth times ``factor``
+    (as disparity 1 / (factor z), float16 to 11 bits) and calibrated with scale 1, shift 0: the labels then
+    see the true geometry, or the true geometry under a known uniform depth error, through the cache path
+    (the sensitivity rows of scripts/bench.py; fuse it with ``source="gt-semantics"`` and the "gt" preset
+    of occlabel.fusion.FUSION_PRESETS to reproduce ``--source gt``).
+
+    Returns:
+        ``out`` as a Path.
+    """
+    import shutil
+
+    import numpy as np
+
+    from occlabel.datasets.base import load_depth_m
+    from occlabel.store.cache import open_cache
+    from occlabel.utils import resize_nearest
+
+    out = Path(out)
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(cache_path, out)
+    cache = open_cache(out, mode="a")
+    dataset = cache.open_dataset()
+    for scene in cache.scenes():
+        frames = dataset.scene(scene).frames
+        for cam in cache.cameras(scene):
+            key = cache.resolve_key("depth", None)
+            if cache.depth_attrs(scene, cam, key).get("space", "disparity") != "disparity":
+                raise SystemExit(f"{cache_path}: {scene}/{cam} depth is not a disparity map")
+            T = len(frames)
+            h, w = cache.camera_meta(scene, cam)["height"], cache.camera_meta(scene, cam)["width"]
+            for t, frame in enumerate(frames):
+                im = frame.images.get(cam)
+                if im is not None and im.depth_path is not None:
+                    gt = resize_nearest(load_depth_m(im.depth_path), h, w)
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        disp = np.where(np.isfinite(gt) & (gt > 0), 1.0 / (factor * gt), np.nan)
+                    cache.write_depth(scene, cam, key, t, disp.astype(np.float32))
+            cal = cache.read_calibration(scene, cam, key)
+            arrays = {k: cal[k] for k in ("loss", "valid_frac", "flags", "done")}
+            arrays.update(scale=np.ones(T), shift=np.zeros(T))
+            cache.write_calibration(scene, cam, arrays, {"method": f"exact: true depth x {factor}"}, key)
+    return out
+
+
 def save_demo_bev(labels_path: Path, dataset, path: Path) -> Path:
     """BEV of the middle keyframe's labels beside its ground truth (when the dataset has one)."""
     from occlabel.datasets.base import load_occupancy

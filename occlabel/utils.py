@@ -1,4 +1,4 @@
-"""Small runtime helpers: device choice, logging, progress bars, deterministic seeds."""
+"""Small runtime helpers: device choice, logging, progress bars, deterministic seeds, nearest resizing."""
 
 from __future__ import annotations
 
@@ -51,48 +51,3 @@ def resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
     rows = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
     cols = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
     return a[np.ix_(rows, cols)]
-
-
-def machine_description() -> str:
-    """One line naming this machine for benchmark reports: CPU model, torch threads, GPU, torch and Python."""
-    import platform
-    from pathlib import Path
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {torch.get_num_threads()} threads, {dev}; torch {torch.__version__}, "
-        f"Python {platform.python_version()}"
-    )
-
-
-def write_marked_section(path, section: str, begin: str, end: str) -> None:
-    """Put ``section`` (which starts with ``begin`` and ends with ``end``) into the text file ``path``: in
-    place of the first ``begin`` … ``end`` block there, or appended after a blank line. The rest of the file
-    is kept as it is (benchmark scripts each own one block of docs/benchmarks.md)."""
-    import re
-    from pathlib import Path
-
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    section = section.strip("\n")
-    pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), flags=re.S)
-    if pat.search(text):
-        text = pat.sub(lambda _: section, text, count=1)
-    else:
-        text = (
-            text
-            + ("\n" if text and not text.endswith("\n") else "")
-            + ("\n" if text else "")
-            + section
-            + "\n"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)

@@ -26,13 +26,16 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import machine_description, write_marked_section  # noqa: E402
 
 from occlabel import __version__  # noqa: E402
-from occlabel.pipelines import run_synthetic  # noqa: E402
+from occlabel.fusion import FUSION_PRESETS  # noqa: E402
+from occlabel.pipelines import exact_depth_cache, run_synthetic  # noqa: E402
 from occlabel.stages import calibrate_depth, evaluate_depth  # noqa: E402
 from occlabel.store.cache import open_cache  # noqa: E402
 from occlabel.store.common import COMPRESSOR  # noqa: E402
-from occlabel.utils import machine_description, write_marked_section  # noqa: E402
 
 CODECS = {
     "none": None,
@@ -289,17 +292,15 @@ def render(results: dict, study: list[dict], args, ablation: dict | None = None)
 # Voxelize: label quality against ground-truth inputs, and the fusion ablation
 # --------------------------------------------------------------------------------------------------
 
-#: voxelize fusion options of ground-truth depth (what VoxelizeOptions.resolve gives source "gt"), for rows
-#: that feed the cache path exact or perturbed ground-truth depth
-GT_FUSION = {"tsdf": False, "occ_ratio": 0.0, "edge_tol": 0.0, "range_weight_m": 0.0}
-
 #: voxelize ablation: configuration -> (cache, voxelize options). "cal": the pipeline's calibrated cache;
 #: "orc": the same disparity calibrated per image by its best affine fit to the true depth (oracle
 #: calibration: what is left is fusion error, not calibration error); "orc-rel": the same fit weighted to
 #: relative depth error (no range bias, see :func:`depth_bias_by_range`); "exact", "exact*F": the ground-truth
 #: depth (times F) written as the cache's map (scale 1, shift 0); "blur": the oracle's disparity with its
 #: 1-px blur only (no iid or low-frequency noise), calibrated by the per-image affine fit. The last two
-#: groups measure how sensitive the Occ3D metric is to depth error, with the semantics fixed to the truth.
+#: groups measure how sensitive the Occ3D metric is to depth error, with the semantics fixed to the truth;
+#: their "reference fusion" rows fuse with the "gt" preset (occlabel.fusion.FUSION_PRESETS), the options
+#: source "gt" resolves to.
 VOXELIZE_CONFIGS: dict[str, tuple[str, dict]] = {
     "GT depth + GT semantics (reference)": ("cal", {"source": "gt"}),
     "estimated (defaults)": ("cal", {}),
@@ -321,7 +322,7 @@ VOXELIZE_CONFIGS: dict[str, tuple[str, dict]] = {
     "window 12": ("cal", {"window": 12}),
     "sensitivity: exact depth + GT semantics, reference fusion": (
         "exact",
-        {"source": "gt-semantics", **GT_FUSION},
+        {"source": "gt-semantics", **FUSION_PRESETS["gt"]},
     ),
     "sensitivity: exact depth + GT semantics, estimated-depth fusion (defaults)": (
         "exact",
@@ -329,15 +330,15 @@ VOXELIZE_CONFIGS: dict[str, tuple[str, dict]] = {
     ),
     "sensitivity: exact depth x 1.005 + GT semantics, reference fusion": (
         "exact*1.005",
-        {"source": "gt-semantics", **GT_FUSION},
+        {"source": "gt-semantics", **FUSION_PRESETS["gt"]},
     ),
     "sensitivity: exact depth x 0.995 + GT semantics, reference fusion": (
         "exact*0.995",
-        {"source": "gt-semantics", **GT_FUSION},
+        {"source": "gt-semantics", **FUSION_PRESETS["gt"]},
     ),
     "sensitivity: exact depth x 1.02 + GT semantics, reference fusion": (
         "exact*1.02",
-        {"source": "gt-semantics", **GT_FUSION},
+        {"source": "gt-semantics", **FUSION_PRESETS["gt"]},
     ),
     "sensitivity: blur-only depth (1 px, no noise, affine fit) + GT semantics, defaults": (
         "blur",
@@ -436,39 +437,6 @@ def oracle_calibration(cache_path: Path, out: Path | None, relative: bool = Fals
             cache.write_calibration(
                 scene, cam, arrays, {"method": "oracle: per-image affine fit to GT depth"}, key
             )
-    return out
-
-
-def exact_depth_cache(cache_path: Path, out: Path, factor: float = 1.0) -> Path:
-    """Copy a cache to ``out`` with every image's map replaced by the dataset's true depth times ``factor``
-    (as disparity 1 / (factor z), float16 to 11 bits) and calibrated with scale 1, shift 0: the labels then
-    see the true geometry, or the true geometry under a known uniform depth error, through the cache path."""
-    from occlabel.datasets.base import load_depth_m
-    from occlabel.utils import resize_nearest
-
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(cache_path, out)
-    cache = open_cache(out, mode="a")
-    dataset = cache.open_dataset()
-    for scene in cache.scenes():
-        frames = dataset.scene(scene).frames
-        for cam in cache.cameras(scene):
-            key = cache.resolve_key("depth", None)
-            if cache.depth_attrs(scene, cam, key).get("space", "disparity") != "disparity":
-                raise SystemExit(f"{cache_path}: {scene}/{cam} depth is not a disparity map")
-            T = len(frames)
-            h, w = cache.camera_meta(scene, cam)["height"], cache.camera_meta(scene, cam)["width"]
-            for t, frame in enumerate(frames):
-                im = frame.images.get(cam)
-                if im is not None and im.depth_path is not None:
-                    gt = resize_nearest(load_depth_m(im.depth_path), h, w)
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        disp = np.where(np.isfinite(gt) & (gt > 0), 1.0 / (factor * gt), np.nan)
-                    cache.write_depth(scene, cam, key, t, disp.astype(np.float32))
-            cal = cache.read_calibration(scene, cam, key)
-            arrays = {k: cal[k] for k in ("loss", "valid_frac", "flags", "done")}
-            arrays.update(scale=np.ones(T), shift=np.zeros(T))
-            cache.write_calibration(scene, cam, arrays, {"method": f"exact: true depth x {factor}"}, key)
     return out
 
 

@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import random_models  # noqa: E402
+from benchlib import write_marked_section  # noqa: E402
 
 from occlabel.datasets import open_dataset  # noqa: E402
 from occlabel.models import get_depth_model, get_semantic_model  # noqa: E402
 from occlabel.stages import extract_2d  # noqa: E402
 from occlabel.store.common import store_bytes  # noqa: E402
-from occlabel.utils import write_marked_section  # noqa: E402
 
 BEGIN, END = "<!-- bench_extract:begin -->", "<!-- bench_extract:end -->"
 SHARED_NUSCENES = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes_scene-0061_keyframe"

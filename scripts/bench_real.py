@@ -47,13 +47,15 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchlib import machine_description, write_marked_section  # noqa: E402
 
 from occlabel.conventions import UNLABELED  # noqa: E402
 from occlabel.datasets import open_dataset  # noqa: E402
 from occlabel.geometry.ground import robust_linear_fit  # noqa: E402
 from occlabel.stages import calibrate_depth, extract_2d  # noqa: E402
 from occlabel.store.cache import CALIBRATION_CUES, FLAGS, open_cache  # noqa: E402
-from occlabel.utils import machine_description, write_marked_section  # noqa: E402
 
 BEGIN, END = "<!-- bench_real:begin -->", "<!-- bench_real:end -->"
 SHARED_DATA = REPO.parent / "shared" / "data"

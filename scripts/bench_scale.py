@@ -23,8 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
-from occlabel.utils import write_marked_section  # noqa: E402
+from benchlib import machine_description, write_marked_section  # noqa: E402
 
 BEGIN, END = "<!-- bench_scale:begin -->", "<!-- bench_scale:end -->"
 #: nuScenes v1.0-trainval: 850 scenes, 34,149 keyframes (samples) x 6 cameras; the camera sweeps (12 Hz)
@@ -105,7 +106,6 @@ def project(measured: dict, s_per_image: float | None, gpu_s_per_image: float | 
 
 
 def section(measured: dict, proj: dict, s_per_image: float | None, gpu_s: float | None, source: str) -> str:
-    from occlabel.utils import machine_description
 
     one, two = measured["runs"]
     lines = [

@@ -63,20 +63,13 @@ def test_exact_depth_through_the_cache_reproduces_the_gt_labels(run, tmp_path):
     """The premise of the sensitivity rows of scripts/bench.py: the true depth written into the cache
     (exact_depth_cache) and fused with the reference options gives the labels of ``--source gt``; a
     uniform 2 % depth error through the same path is measurably worse."""
-    import importlib.util
-    from pathlib import Path
-
+    from occlabel.fusion import FUSION_PRESETS
+    from occlabel.pipelines import exact_depth_cache
     from occlabel.stages import evaluate, voxelize
 
-    spec = importlib.util.spec_from_file_location(
-        "bench", Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-
     def labels(factor: float, name: str):
-        cache = bench.exact_depth_cache(run / "cache.zarr", tmp_path / f"{name}.zarr", factor)
-        opts = {"source": "gt-semantics", **bench.GT_FUSION}
+        cache = exact_depth_cache(run / "cache.zarr", tmp_path / f"{name}.zarr", factor)
+        opts = {"source": "gt-semantics", **FUSION_PRESETS["gt"]}
         return voxelize.run(cache, tmp_path / f"{name}-labels.zarr", device="cpu", progress=False, **opts)
 
     exact = open_labels(labels(1.0, "exact"))

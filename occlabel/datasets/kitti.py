@@ -71,8 +71,10 @@ from typing import Any
 
 import numpy as np
 
-from occlabel.conventions import GRIDS, is_rigid
+from occlabel.conventions import is_rigid
 from occlabel.datasets.base import CameraImage, Dataset, Frame, Scene, rigid_transform
+from occlabel.datasets.kitti_calib import kitti_T_cam_from_velo, read_calib, split_rectified_projection
+from occlabel.datasets.kitti_voxels import VOXEL_SHAPE, load_semantickitti_voxels
 from occlabel.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,6 @@ SPLITS = {
     "val": ["08"],
     "test": [f"{i:02d}" for i in range(11, 22)],
 }
-VOXEL_SHAPE = (256, 256, 32)
 #: SemanticKITTI raw label id -> the 20 training classes (semantic-kitti.yaml ``learning_map``; 0 = empty)
 LEARNING_MAP = {
     0: 0, 1: 0, 10: 1, 11: 2, 13: 5, 15: 3, 16: 5, 18: 4, 20: 5, 30: 6, 31: 7, 32: 8, 40: 9, 44: 10,
@@ -190,43 +191,24 @@ def read_poses(path: Path) -> np.ndarray:
     return np.stack(out)
 
 
-def _calib(calib, seq_dir: Path, cams: list[int], camera_height: float) -> dict[str, Any]:
-    """Per camera K and T_ego_from_cam, and T_ego_from_velo, from pykitti's parsed calib.txt."""
+def _calib(
+    calib: dict[str, np.ndarray], seq_dir: Path, cams: list[int], camera_height: float
+) -> dict[str, Any]:
+    """Per camera K and T_ego_from_cam, and T_ego_from_velo, from the parsed calib.txt (:func:`read_calib`)."""
     at = seq_dir / "calib.txt"
     T_e0 = T_ego_from_cam0(camera_height)
     out: dict[str, Any] = {"K": {}, "T_ego_from_cam": {}}
     for i in cams:
-        K, t = split_rectified_projection(getattr(calib, f"P_rect_{i}0"), f"{at}: P{i}")
+        K, t = split_rectified_projection(calib[f"P{i}"].reshape(3, 4), f"{at}: P{i}")
         T_cam_i_from_cam0 = rigid_transform(np.eye(3), t)
         out["K"][i] = K.copy()
         out["T_ego_from_cam"][i] = T_e0 @ np.linalg.inv(T_cam_i_from_cam0)
-    Tr = np.asarray(calib.T_cam0_velo, np.float64)
+    Tr = np.eye(4)
+    Tr[:3] = calib["Tr"].reshape(3, 4)
     out["T_ego_from_velo"] = T_e0 @ Tr if is_rigid(Tr) else None
     if out["T_ego_from_velo"] is None:
         log.warning("%s: Tr (velodyne -> cam0) is not rigid; LiDAR and voxel ground truth left out", at)
     return out
-
-
-def split_rectified_projection(P: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """K <float64: 3, 3> and t <float64: 3> of a rectified projection ``P = K [I | t]`` <3 x 4> (KITTI's
-    P0-P3 / P_rect_0i: t is the reference camera's centre offset in camera i's frame, metres).
-
-    Raises:
-        DatasetError: P is not of that form (``where`` names it).
-    """
-    P = np.asarray(P, np.float64)
-    K = P[:, :3]
-    if not (
-        np.all(np.isfinite(P))
-        and K[0, 0] > 0
-        and K[1, 1] > 0
-        and K[1, 0] == 0
-        and np.allclose(K[2], [0, 0, 1])
-    ):
-        raise DatasetError(
-            f"{where} is not a rectified projection K [I | t] with K = [[fx,s,cx],[0,fy,cy],[0,0,1]]"
-        )
-    return K.copy(), np.linalg.solve(K, P[:, 3])
 
 
 def _listing(d: Path) -> set[str]:
@@ -372,7 +354,7 @@ def _sequence(
         raise DatasetError(
             f"{pose_path}: {len(T_w_c0)} poses but {seq_dir / 'times.txt'} has {len(times)} frames"
         )
-    cal = _calib(odo.calib, seq_dir, cams, h)
+    cal = _calib(read_calib(seq_dir / "calib.txt", strict=False), seq_dir, cams, h)
     T_c0_e = np.linalg.inv(T_ego_from_cam0(h))
     ids = _frames(frames_opt, len(times), f"sequence {seq}")
 
@@ -455,41 +437,15 @@ def _sequence(
     return Scene(name=seq, frames=out, meta=smeta)
 
 
-def load_semantickitti_voxels(frame: Frame) -> dict[str, Any]:
-    """SemanticKITTI voxel ground truth of a keyframe (``frame.meta["semantickitti_voxels"]``).
-
-    Returns:
-        ``{"labels": <np.uint8: 256, 256, 32>`` the 20 training classes (learning_map; 0 empty, unknown raw
-        ids -> 0), ``"raw": <np.uint16: 256, 256, 32>`` raw label ids, ``"invalid": <np.bool_: 256, 256, 32>``
-        (all False without a ``.invalid`` file), ``"grid"``: the ``semantickitti`` VoxelGrid (velodyne frame),
-        ``"T_ego_from_grid"``: <np.float64: 4, 4> (the frame's ``T_ego_from_lidar``)}; arrays are
-        indexed [x, y, z].
-    """
-    vox = frame.meta.get("semantickitti_voxels") or {}
-    if "label" not in vox:
-        raise DatasetError(f"frame {frame.token!r}: no SemanticKITTI voxels/NNNNNN.label file")
-    n = int(np.prod(VOXEL_SHAPE))
-    try:
-        raw = np.fromfile(vox["label"], dtype=np.uint16)
-    except OSError as e:
-        raise DatasetError(f"{vox['label']}: cannot read ({e})") from None
-    if raw.size != n:
-        raise DatasetError(f"{vox['label']}: expected {n} uint16 labels (256x256x32), got {raw.size}")
-    lut = np.zeros(65536, np.uint8)
-    for k, v in LEARNING_MAP.items():
-        lut[k] = v
-    invalid = np.zeros(n, bool)
-    if "invalid" in vox:
-        bits = np.unpackbits(np.fromfile(vox["invalid"], dtype=np.uint8))
-        if bits.size != n:
-            raise DatasetError(
-                f"{vox['invalid']}: expected {n // 8} bytes of packed bits, got {bits.size // 8}"
-            )
-        invalid = bits.astype(bool)
-    return {
-        "labels": lut[raw].reshape(VOXEL_SHAPE),
-        "raw": raw.reshape(VOXEL_SHAPE),
-        "invalid": invalid.reshape(VOXEL_SHAPE),
-        "grid": GRIDS["semantickitti"],
-        "T_ego_from_grid": frame.T_ego_from_lidar,
-    }
+__all__ = [
+    "LEARNING_MAP",
+    "SPLITS",
+    "VOXEL_SHAPE",
+    "T_ego_from_cam0",
+    "kitti_T_cam_from_velo",
+    "load_kitti",
+    "load_semantickitti_voxels",
+    "read_calib",
+    "read_poses",
+    "split_rectified_projection",
+]

@@ -1,4 +1,5 @@
-"""Small runtime helpers: device choice, logging, progress bars, deterministic seeds, nearest resizing."""
+"""Small runtime helpers: device choice, worker counts, KEY=VALUE options, progress bars, deterministic seeds,
+nearest resizing."""
 
 from __future__ import annotations
 
@@ -24,6 +25,37 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise OccLabelError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+
+
+def default_workers() -> int:
+    """Image decoding workers when not given: half the CPU cores (the rest feed the model), 1 to 4."""
+    import os
+
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def key_values(items, flag: str, keep_colons: bool = False) -> dict:
+    """``KEY=VALUE`` strings (VALUE read as YAML: 0.2, true, [1, 2], text; empty: None) -> dict.
+
+    ``keep_colons``: a value with ':' that is not a YAML list or mapping stays a string (YAML reads 10:50 as
+    a base-60 integer). A string without '=' or with an empty key is an OccLabelError naming ``flag``.
+    """
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise OccLabelError(f"{flag}: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    for item in items if keep_colons else ():
+        key, _, value = item.partition("=")
+        if ":" in value and not value.strip().startswith(("[", "{")):
+            out[key.strip()] = value.strip()
+    return out
 
 
 def stable_seed(*parts: object) -> int:

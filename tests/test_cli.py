@@ -62,7 +62,7 @@ def test_extract_2d_through_cli(tmp_path, tiny_folder):
 
 
 def test_backend_confs_route_flags_to_backend_options(tmp_path):
-    from occlabel.cli import backend_confs
+    from occlabel.models.confs import backend_confs
 
     d, s = backend_confs(
         f"files:{tmp_path}",
@@ -95,7 +95,7 @@ def test_backend_confs_route_flags_to_backend_options(tmp_path):
     ],
 )
 def test_backend_confs_errors(kwargs, message):
-    from occlabel.cli import backend_confs
+    from occlabel.models.confs import backend_confs
 
     args = {"depth_model": "oracle", "semantic_model": "oracle", **kwargs}
     with pytest.raises((OccLabelError, click.BadParameter), match=re.escape(message)):

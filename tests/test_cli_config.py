@@ -113,3 +113,43 @@ def test_new_commands_are_listed():
         assert cmd in r.output
     for cmd in ("extract-2d", "calibrate-depth", "voxelize"):
         assert "--dry-run" in CliRunner().invoke(main, [cmd, "--help"]).output
+
+
+def test_option_reaches_calibrate_depth(tiny_folder, tmp_path):
+    cache = tmp_path / "c.zarr"
+    assert run("extract-2d", "--root", tiny_folder, "--out", cache, *EXTRACT, "--width", "16").exit_code == 0
+    r = CliRunner().invoke(main, ["-q", "calibrate-depth", str(cache), "--option", "nope=1"])
+    assert r.exit_code == 2 and r.output == "error: calibrate-depth: unknown option(s) nope\n"
+    r = run("calibrate-depth", cache, "--target-baseline-m", "2", "--option", "target_baseline_m=0.5")
+    assert r.exit_code == 2 and "--option target_baseline_m and --target-baseline-m: give one" in r.output
+    r = run(
+        "calibrate-depth", cache, "--device", "cpu", "--option", "max_stride=2", "--option", "ground=false"
+    )
+    assert r.exit_code == 0, r.output
+    from occlabel.store.cache import open_cache
+
+    options = open_cache(cache).meta["stages"]["calibrate_depth"]["options"]
+    assert options["max_stride"] == 2 and options["ground"] is False and options["widths"] == [96, 192, 384]
+    # a flag's name sets that flag, with its checks
+    r = run("calibrate-depth", cache, "--dry-run", "--option", "neighbours=[-1, x]")
+    assert r.exit_code == 2 and "--neighbours: expected comma-separated integers" in r.output
+
+
+def test_option_on_extract_2d_sets_stage_settings(tiny_folder, tmp_path):
+    args = ("extract-2d", "--root", tiny_folder, "--out", tmp_path / "c.zarr", *EXTRACT, "--dry-run")
+    assert run(*args, "--option", "batch_size=2", "--option", "width=16").exit_code == 0
+    r = run(*args, "--option", "batch_size=0")
+    assert r.exit_code == 2 and "'--batch-size': 0 is not in the range x>=1" in r.output
+    r = run(*args, "--option", "depth_conf={}")
+    assert (
+        r.exit_code == 2 and "error: extract-2d: unknown option(s) depth_conf (known: batch_size" in r.output
+    )
+    r = run(*args, "--option", "scenes=s0")
+    assert (
+        r.exit_code == 2 and "--option scenes: set it with the command's own arguments and flags" in r.output
+    )
+
+
+def test_every_stage_command_has_option():
+    for cmd in ("extract-2d", "calibrate-depth", "voxelize"):
+        assert "--option KEY=VALUE" in CliRunner().invoke(main, [cmd, "--help"]).output

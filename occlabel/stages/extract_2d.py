@@ -23,9 +23,9 @@ from torch.utils.data import Dataset as TorchDataset
 
 from occlabel.datasets import Dataset, Scene
 from occlabel.datasets.base import CameraImage, load_depth_m, load_image, load_semantics
-from occlabel.errors import DatasetError, OccLabelError, SkippedItemsError
+from occlabel.errors import DatasetError, OccLabelError, SkippedItemsError, StoreError
 from occlabel.models import get_depth_model, get_semantic_model
-from occlabel.store.cache import Cache
+from occlabel.store.cache import Cache, open_cache
 from occlabel.store.common import store_location
 from occlabel.utils import progress_bar, resolve_device
 
@@ -301,15 +301,77 @@ def _plan_scene(cache: Cache, scene: Scene, depth, sem, width, depth_bits) -> li
         if sem is not None:
             cache.init_semantics(scene.name, cam, sem.key, {"model": sem.provenance()}, sem.vocab)
         d_done = cache.depth_done(scene.name, cam, depth.key)
-        s_done = cache.semantics_done(scene.name, cam, sem.key) if sem is not None else np.ones_like(d_done)
+        s_done = cache.semantics_done(scene.name, cam, sem.key) if sem is not None else None
+        have, done = frames_done(scene, cam, d_done, s_done)
         items = [
             (t, f.images[cam], f"{scene.name}/{cam}/{f.token}")
             for t, f in enumerate(scene.frames)
-            if cam in f.images and not (d_done[t] and s_done[t])
+            if have[t] and not done[t]
         ]
         if items:
+            s_done = np.ones_like(d_done) if s_done is None else s_done
             jobs.append(_Job(scene.name, cam, sizes[cam], image_size[cam][::-1], items, d_done, s_done))
     return jobs
+
+
+def frames_done(
+    scene: Scene, camera: str, depth_done: np.ndarray, sem_done: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The to-do rule of extract-2d, for one camera of a scene: ``(have, done)``, each <bool: T>.
+
+    ``have``: the camera has an image in the frame; ``done``: it has, and its stored depth and semantics
+    (``sem_done`` None: a depth-only run) are both marked done. The frames to do are ``have & ~done``.
+    """
+    have = np.array([camera in f.images for f in scene.frames], bool)
+    done = have & depth_done.astype(bool)
+    if sem_done is not None:
+        done &= sem_done.astype(bool)
+    return have, done
+
+
+def plan(
+    dataset: Dataset,
+    out: str | Path,
+    depth_key: str,
+    semantics_key: str | None,
+    scenes: list[str] | None = None,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """What a run into ``out`` would do, read-only (``--dry-run``): one row per (scene, camera) with the
+    images in ``total``, ``todo`` and ``done`` (the rule of :func:`frames_done` on the stored markers of
+    results ``depth_key`` / ``semantics_key``; None: a depth-only run). Nothing is created or written."""
+    cache = None
+    if Path(out).exists() and not overwrite:
+        try:
+            cache = open_cache(out)
+        except StoreError:
+            cache = None
+    rows = []
+    for scene in dataset.select(scenes):
+        for cam in scene.cameras:
+            d_done, s_done = _stored_done(cache, scene, cam, depth_key, semantics_key)
+            have, done = frames_done(scene, cam, d_done, s_done)
+            rows.append(
+                {"scene": scene.name, "camera": cam, "total": int(have.sum()),
+                 "todo": int((have & ~done).sum()), "done": int(done.sum())}
+            )  # fmt: skip
+    return rows
+
+
+def _stored_done(cache, scene: Scene, cam: str, depth_key: str, semantics_key: str | None):
+    """(depth done, semantics done or None) <T> of a camera in an existing cache; none done when the cache,
+    the camera or a result is missing or has another number of frames."""
+    none = np.zeros(len(scene.frames), bool)
+    if cache is None or scene.name not in cache.root or f"{scene.name}/{cam}" not in cache.root:
+        return none, None
+    try:
+        d = cache.depth_done(scene.name, cam, depth_key)
+        s = cache.semantics_done(scene.name, cam, semantics_key) if semantics_key is not None else None
+    except StoreError:
+        return none, None
+    if len(d) != len(none) or (s is not None and len(s) != len(none)):
+        return none, None
+    return d, s
 
 
 class _JobBatches(Sampler):

@@ -1,4 +1,6 @@
-"""What a store holds (``occlabel info``) and what a stage would do (``--dry-run``), read-only.
+"""What a store holds (``occlabel info``), read-only; and, until they move into their stages, the
+calibrate-depth and voxelize to-do planners behind ``--dry-run`` (extract-2d's is
+:func:`occlabel.stages.extract_2d.plan`; the table is :func:`occlabel.cli.dispatch.format_plan`).
 
 Built on the public readers (open_cache, open_labels) and the stores' recorded attributes; nothing here
 opens a store for writing.
@@ -305,77 +307,8 @@ def format_info(info: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# dry runs: the work a stage would do
+# dry runs: the work calibrate-depth and voxelize would do
 # --------------------------------------------------------------------------------------------------
-
-
-def format_plan(stage: str, rows: list[dict[str, Any]], unit: str, where: str, notes: list[str] = ()) -> str:
-    """The table ``--dry-run`` prints: per scene (and camera), items to do and already done."""
-    todo = sum(r["todo"] for r in rows)
-    done = sum(r["done"] for r in rows)
-    scenes = len({r["scene"] for r in rows})
-    cams = len({r.get("camera") for r in rows if r.get("camera")})
-    head = f"{stage} --dry-run: {todo} {unit} to do, {done} already done; {scenes} scene(s)"
-    head += f" x {cams} camera(s)" if cams else ""
-    lines = [head + f" ({where})"]
-    has_cam = any("camera" in r for r in rows)
-    explain = {
-        "waiting": "waiting: frames extract-2d has not produced yet (not counted as to do)",
-        "uncalibrated": "uncalibrated: camera images of the scene without calibration (their depth is not fused)",
-    }
-    extra = [k for k in explain if any(r.get(k) for r in rows)]
-    hdr = f"  {'scene':<18}" + (f"{'camera':<14}" if has_cam else "") + f"{'total':>7}{'to do':>7}{'done':>7}"
-    hdr += "".join(f"{k:>14}" for k in extra)
-    lines.append(hdr)
-    for r in rows:
-        line = f"  {r['scene']:<18}" + (f"{r.get('camera', ''):<14}" if has_cam else "")
-        line += f"{r['total']:>7}{r['todo']:>7}{r['done']:>7}"
-        line += "".join(f"{r.get(k, 0):>14}" for k in extra)
-        lines.append(line)
-    lines += [f"  {explain[k]}" for k in extra]
-    lines += [f"  {n}" for n in notes]
-    lines.append("nothing written (dry run)")
-    return "\n".join(lines)
-
-
-def plan_extract(
-    dataset, out: str | Path, depth_key: str, semantics_key: str | None, scenes=None, overwrite=False
-):
-    """Rows (scene, camera, total, todo, done) of the images extract-2d would process into ``out``."""
-    from occlabel.errors import StoreError
-    from occlabel.store.cache import open_cache
-
-    cache = None
-    if Path(out).exists() and not overwrite:
-        try:
-            cache = open_cache(out)
-        except StoreError:
-            cache = None
-    rows = []
-    for scene in dataset.select(scenes):
-        for cam in scene.cameras:
-            have = np.array([cam in f.images for f in scene.frames], bool)
-            done = np.zeros(len(scene.frames), bool)
-            if cache is not None and scene.name in cache.root and f"{scene.name}/{cam}" in cache.root:
-                try:
-                    done = cache.depth_done(scene.name, cam, depth_key).astype(bool)
-                    if semantics_key is not None:
-                        done &= cache.semantics_done(scene.name, cam, semantics_key).astype(bool)
-                except StoreError:
-                    done = np.zeros(len(scene.frames), bool)
-                if len(done) != len(have):
-                    done = np.zeros(len(scene.frames), bool)
-            done &= have
-            rows.append(
-                {
-                    "scene": scene.name,
-                    "camera": cam,
-                    "total": int(have.sum()),
-                    "todo": int((have & ~done).sum()),
-                    "done": int(done.sum()),
-                }  # fmt: skip
-            )
-    return rows
 
 
 def plan_calibrate(cache_path: str | Path, scenes=None, overwrite=False):
@@ -460,11 +393,9 @@ def plan_voxelize(
 __all__ = [
     "cache_info",
     "format_info",
-    "format_plan",
     "human_bytes",
     "labels_info",
     "plan_calibrate",
-    "plan_extract",
     "plan_voxelize",
     "store_info",
 ]

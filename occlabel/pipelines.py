@@ -105,6 +105,7 @@ def exact_depth_cache(cache_path: str | Path, out: str | Path, factor: float = 1
     import numpy as np
 
     from occlabel.datasets.base import load_depth_m
+    from occlabel.errors import StoreError
     from occlabel.store.cache import open_cache
     from occlabel.utils import resize_nearest
 
@@ -119,7 +120,7 @@ def exact_depth_cache(cache_path: str | Path, out: str | Path, factor: float = 1
         for cam in cache.cameras(scene):
             key = cache.resolve_key("depth", None)
             if cache.depth_attrs(scene, cam, key).get("space", "disparity") != "disparity":
-                raise SystemExit(f"{cache_path}: {scene}/{cam} depth is not a disparity map")
+                raise StoreError(f"{cache_path}: {scene}/{cam} depth is not a disparity map")
             T = len(frames)
             h, w = cache.camera_meta(scene, cam)["height"], cache.camera_meta(scene, cam)["width"]
             for t, frame in enumerate(frames):

@@ -11,7 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import click
 import numpy as np
 import pytest
 from conftest import cli
@@ -348,21 +347,11 @@ def test_parse_timestamp_us():
 # --------------------------------------------------------------------------------------------------
 
 
-def _dataset_choice(monkeypatch):
-    """Let the CLI's ``--dataset`` accept dgp when its choice list does not name it yet."""
-    from occlabel.cli import main
-
-    for p in main.commands["extract-2d"].params:
-        if p.name == "kind" and isinstance(p.type, click.Choice) and "dgp" not in p.type.choices:
-            monkeypatch.setattr(p.type, "choices", [*p.type.choices, "dgp"])
-
-
-def test_extract_calibrate_evaluate_through_cli(tmp_path, depth_dir, monkeypatch):
+def test_extract_calibrate_evaluate_through_cli(tmp_path, depth_dir):
     """The oracle depth reads the LiDAR depth as ground truth (sparse: its pixels without returns read as
     infinitely far, so its calibration is no measure of the stage); evaluate scores the calibrated depth
     against the LiDAR depth of every image."""
     root = require(DGP)
-    _dataset_choice(monkeypatch)
     out = tmp_path / "c.zarr"
     cli(
         "extract-2d", "--dataset", "dgp", "--root", root, "--dataset-option", "scenes=scene_02",

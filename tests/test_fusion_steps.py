@@ -225,18 +225,15 @@ def test_near_frames_moving_class_outvotes_far_static_votes():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_plan_matches_the_run_and_info(tmp_path):
-    from occlabel.viz.info import plan_voxelize
-
+def test_plan_matches_the_run(tmp_path):
     cache = box_cache(tmp_path)
     out = tmp_path / "l.zarr"
     row = {"scene": "s0", "total": 1, "todo": 1, "done": 0, "uncalibrated": 0}
     for source in ("cache", "gt"):
         assert voxelize.plan(cache.path, out, source=source) == [row]
-        assert plan_voxelize(cache.path, out, source=source) == [row]
     voxelize.run(cache.path, out, grid=BOX_GRID, device="cpu", progress=False, **BOX_OPTS)
     done = {**row, "todo": 0, "done": 1}
-    assert voxelize.plan(cache.path, out) == plan_voxelize(cache.path, out) == [done]
+    assert voxelize.plan(cache.path, out) == [done]
     assert voxelize.plan(cache.path, out, overwrite=True) == [row]
     assert voxelize.plan(cache.path, out, scenes=["s0"]) == [done]
 

@@ -18,6 +18,7 @@ from occlabel.cli.options import (
     scale_options,
     scenes_option,
 )
+from occlabel.datasets import DATASET_KINDS
 from occlabel.errors import OccLabelError
 
 #: extract-2d's settings that --option may also set (each has a flag; the backends have their own options)
@@ -28,11 +29,11 @@ EXTRACT_SETTINGS = ("batch_size", "num_workers", "width", "seed", "depth_bits")
 @click.option(
     "--dataset",
     "kind",
-    type=click.Choice(["folder", "synthetic", "nuscenes", "kitti", "kitti-raw"]),
+    type=click.Choice(list(DATASET_KINDS)),
     default="folder",
     show_default=True,
     help="Dataset adapter: folder (occlabel.json; synthetic is the same), nuscenes, kitti (odometry / "
-    "SemanticKITTI) or kitti-raw (OXTS poses) (docs/datasets.md).",
+    "SemanticKITTI), kitti-raw (OXTS poses) or dgp (DDAD and other DGP scene datasets) (docs/datasets.md).",
 )
 @click.option(
     "--root",
@@ -50,7 +51,8 @@ EXTRACT_SETTINGS = ("batch_size", "num_workers", "width", "seed", "depth_bits")
 @click.option(
     "--split",
     default=None,
-    help="Official split: nuScenes train, val, test, mini_train, mini_val ...; KITTI train, val, test.",
+    help="Official split: nuScenes train, val, test, mini_train, mini_val ...; KITTI train, val, test; DGP/DDAD "
+    "train, val, test.",
 )
 @click.option(
     "--dataset-option",

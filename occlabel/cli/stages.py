@@ -93,11 +93,9 @@ def calibrate_depth(ctx, run, options, cache, neighbours, widths, **flags):
         )
 
     def plan(scenes):
-        from occlabel.viz.info import plan_calibrate
-
         args()  # the same checks as a real run
         return format_plan(
-            "calibrate-depth", plan_calibrate(cache, scenes, run.overwrite), "frames", f"in {cache}"
+            "calibrate-depth", stage.plan(cache, scenes, run.overwrite), "frames", f"in {cache}"
         )
 
     def ray(scenes):
@@ -219,9 +217,7 @@ def voxelize(
     args = dict(grid=g, **flags, **extra)
 
     def plan(scenes):
-        from occlabel.viz.info import plan_voxelize
-
-        rows = plan_voxelize(cache, out, scenes, run.overwrite, flags["source"])
+        rows = stage.plan(cache, out, scenes, run.overwrite, flags["source"])
         note = [f"grid {g.name} {'x'.join(map(str, g.shape))} @ {g.voxel_size:g} m, source {flags['source']}"]
         return format_plan("voxelize", rows, "keyframes", f"from {cache} into {out}", note)
 

@@ -9,7 +9,7 @@ from occlabel.errors import OccLabelError
 #: named setting -> (adapter option it sets, the adapters that take it)
 NAMED_OPTIONS = {
     "--version": ("version", ("nuscenes",)),
-    "--split": ("split", ("nuscenes", "kitti")),
+    "--split": ("split", ("nuscenes", "kitti", "dgp")),
 }
 
 

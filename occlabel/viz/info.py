@@ -306,96 +306,10 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------------------
-# dry runs: the work calibrate-depth and voxelize would do
-# --------------------------------------------------------------------------------------------------
-
-
-def plan_calibrate(cache_path: str | Path, scenes=None, overwrite=False):
-    """Rows of the frames calibrate-depth would fit (present, extracted, not yet calibrated)."""
-    from occlabel.errors import StoreError
-    from occlabel.store.cache import open_cache
-
-    cache = open_cache(cache_path)
-    rows = []
-    for s in scenes or cache.scenes():
-        for c in cache.cameras(s):
-            present = cache.geometry(s, c)["present"].astype(bool)
-            try:
-                extracted = cache.depth_done(s, c, cache.resolve_key("depth", None)).astype(bool) & present
-            except StoreError:
-                extracted = np.zeros_like(present)
-            cal = np.zeros_like(present)
-            try:
-                cal = cache.read_calibration(s, c)["done"].astype(bool) & extracted
-            except StoreError:
-                pass
-            done = np.zeros_like(cal) if overwrite else cal
-            rows.append(
-                {
-                    "scene": s,
-                    "camera": c,
-                    "total": int(present.sum()),
-                    "todo": int((extracted & ~done).sum()),
-                    "done": int(done.sum()),
-                    "waiting": int((present & ~extracted).sum()),
-                }  # fmt: skip
-            )
-    return rows
-
-
-def plan_voxelize(
-    cache_path: str | Path, out: str | Path, scenes=None, overwrite=False, source: str = "cache"
-):
-    """Rows of the keyframes voxelize would write into ``out`` (and how many frames lack calibration)."""
-    from occlabel.errors import StoreError
-    from occlabel.store.cache import open_cache
-
-    cache = open_cache(cache_path)
-    labels = None
-    if Path(out).exists() and not overwrite:
-        from occlabel.store.labels import open_labels
-
-        try:
-            labels = open_labels(out)
-        except StoreError:
-            labels = None
-    rows = []
-    for s in scenes or cache.scenes():
-        smeta = cache.scene_meta(s)
-        keys = [t for t, k in enumerate(smeta["keyframes"]) if k]
-        done = np.zeros(len(keys), bool)
-        if labels is not None and s in labels.scenes():
-            d = labels.root[s]["done"][:].astype(bool)
-            if len(d) == len(keys):
-                done = d
-        waiting = 0
-        if source == "cache":
-            for c in cache.cameras(s):
-                present = cache.geometry(s, c)["present"].astype(bool)
-                try:
-                    cal = cache.read_calibration(s, c)["done"].astype(bool)
-                except StoreError:
-                    cal = np.zeros_like(present)
-                waiting += int((present & ~cal).sum())
-        rows.append(
-            {
-                "scene": s,
-                "total": len(keys),
-                "todo": int((~done).sum()),
-                "done": int(done.sum()),
-                "uncalibrated": waiting,
-            }  # fmt: skip
-        )
-    return rows
-
-
 __all__ = [
     "cache_info",
     "format_info",
     "human_bytes",
     "labels_info",
-    "plan_calibrate",
-    "plan_voxelize",
     "store_info",
 ]

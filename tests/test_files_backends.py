@@ -169,7 +169,7 @@ def test_bad_options(tmp_path):
     with pytest.raises(OccLabelError, match="does not exist"):
         FilesDepth(f"files:{tmp_path / 'nope'}", None, "cpu")
     with pytest.raises(OccLabelError, match="unknown option"):
-        FilesSemantics(f"files:{tmp_path}", {"vocab": "occ3d"}, "cpu")
+        FilesSemantics(f"files:{tmp_path}", {"vocabulary": "occ3d"}, "cpu")
     np.save(target(tmp_path, ".npy"), np.ones((2, 2)))
     with pytest.raises(OccLabelError, match="records"):
         FilesDepth(f"files:{tmp_path}", None, "cpu")({"image": torch.zeros(1, 3, 2, 2), "keys": ["k"]})

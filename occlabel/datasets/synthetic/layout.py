@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from occlabel.datasets.synthetic.materials import MAT
 from occlabel.datasets.synthetic.road import SIDEWALK, TERRAIN, Road
-from occlabel.datasets.synthetic.texture import MAT
 
 LEAD = 300.0  # straight lead-in before the curvy part of the street (metres of arc length)
 AHEAD, BEHIND = 130.0, 90.0  # metres of street placed ahead of the ego drive's end / behind its start

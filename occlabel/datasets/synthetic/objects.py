@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from occlabel.conventions import OCC3D_ID
+from occlabel.datasets.synthetic.materials import MAT
 from occlabel.datasets.synthetic.prims import BOX, FRUSTUM, SPHEROID, Prims
-from occlabel.datasets.synthetic.texture import MAT
 
 C = OCC3D_ID
 

@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from occlabel.conventions import GRIDS, is_rigid
+from occlabel.conventions import GRIDS, is_rigid, learning_map_lut
 from occlabel.datasets.base import CameraImage, Dataset, Frame, Scene, rigid_transform
 from occlabel.errors import DatasetError
 
@@ -86,12 +86,6 @@ SPLITS = {
     "test": [f"{i:02d}" for i in range(11, 22)],
 }
 VOXEL_SHAPE = (256, 256, 32)
-#: SemanticKITTI raw label id -> the 20 training classes (semantic-kitti.yaml ``learning_map``; 0 = empty)
-LEARNING_MAP = {
-    0: 0, 1: 0, 10: 1, 11: 2, 13: 5, 15: 3, 16: 5, 18: 4, 20: 5, 30: 6, 31: 7, 32: 8, 40: 9, 44: 10,
-    48: 11, 49: 12, 50: 13, 51: 14, 52: 0, 60: 9, 70: 15, 71: 16, 72: 17, 80: 18, 81: 19, 99: 0,
-    252: 1, 253: 7, 254: 6, 255: 8, 256: 5, 257: 5, 258: 4, 259: 5,
-}  # fmt: skip
 
 
 def T_ego_from_cam0(camera_height: float = CAMERA_HEIGHT_M) -> np.ndarray:
@@ -475,9 +469,7 @@ def load_semantickitti_voxels(frame: Frame) -> dict[str, Any]:
         raise DatasetError(f"{vox['label']}: cannot read ({e})") from None
     if raw.size != n:
         raise DatasetError(f"{vox['label']}: expected {n} uint16 labels (256x256x32), got {raw.size}")
-    lut = np.zeros(65536, np.uint8)
-    for k, v in LEARNING_MAP.items():
-        lut[k] = v
+    lut = learning_map_lut(65536)
     invalid = np.zeros(n, bool)
     if "invalid" in vox:
         bits = np.unpackbits(np.fromfile(vox["invalid"], dtype=np.uint8))

@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 # --------------------------------------------------------------------------------------------------
+# Class tables: every class table and learning map of occlabel lives here (the vocabulary YAMLs of
+# occlabel/models/vocab/ are their user-facing form for the 2D backends).
 # Occ3D-nuScenes class table (ids 0-16 are semantic classes, 17 is free space)
 # --------------------------------------------------------------------------------------------------
 
@@ -93,6 +95,55 @@ def moving_mask_lut(moving: tuple[int, ...] = OCC3D_MOVING) -> np.ndarray:
     """Lookup table <np.bool_: 256>: True for 2D labels of classes that can move."""
     lut = np.zeros(256, bool)
     lut[list(moving)] = True
+    return lut
+
+
+# --------------------------------------------------------------------------------------------------
+# SemanticKITTI class table and learning maps (semantic-kitti.yaml); Occ3D -> SemanticKITTI
+# --------------------------------------------------------------------------------------------------
+
+#: SemanticKITTI's training ids 0-19 -> name: 0 "empty" (free and unknown), the 19 classes 1-19
+SEMANTICKITTI_NAMES: tuple[str, ...] = (
+    "empty", "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist",
+    "motorcyclist", "road", "parking", "sidewalk", "other-ground", "building", "fence", "vegetation",
+    "trunk", "terrain", "pole", "traffic-sign",
+)  # fmt: skip
+#: training ids of the classes that can move (vehicles and people)
+SEMANTICKITTI_MOVING: tuple[int, ...] = tuple(range(1, 9))
+#: raw SemanticKITTI label id -> training id (``learning_map`` of semantic-kitti.yaml; 0 = empty)
+SEMANTICKITTI_LEARNING_MAP: dict[int, int] = {
+    0: 0, 1: 0, 10: 1, 11: 2, 13: 5, 15: 3, 16: 5, 18: 4, 20: 5, 30: 6, 31: 7, 32: 8, 40: 9, 44: 10,
+    48: 11, 49: 12, 50: 13, 51: 14, 52: 0, 60: 9, 70: 15, 71: 16, 72: 17, 80: 18, 81: 19, 99: 0,
+    252: 1, 253: 7, 254: 6, 255: 8, 256: 5, 257: 5, 258: 4, 259: 5,
+}  # fmt: skip
+#: training id 0-19 -> raw id (``learning_map_inv``)
+SEMANTICKITTI_LEARNING_MAP_INV: dict[int, int] = {
+    0: 0, 1: 10, 2: 11, 3: 15, 4: 18, 5: 20, 6: 30, 7: 31, 8: 32, 9: 40, 10: 44, 11: 48, 12: 49, 13: 50,
+    14: 51, 15: 70, 16: 71, 17: 72, 18: 80, 19: 81,
+}  # fmt: skip
+#: Occ3D class name -> SemanticKITTI *raw* label id of the nearest SemanticKITTI class ("others" and traffic
+#: cones: 99, other-object, which the learning map sends to 0)
+OCC3D_TO_SEMANTICKITTI_RAW: dict[str, int] = {
+    "others": 99, "barrier": 51, "bicycle": 11, "bus": 13, "car": 10, "construction_vehicle": 20,
+    "motorcycle": 15, "pedestrian": 30, "traffic_cone": 99, "trailer": 20, "truck": 18,
+    "driveable_surface": 40, "other_flat": 49, "sidewalk": 48, "terrain": 72, "manmade": 50, "vegetation": 70,
+}  # fmt: skip
+#: Occ3D class id (0-17) -> SemanticKITTI training id: :data:`OCC3D_TO_SEMANTICKITTI_RAW` through the
+#: learning map ("others" and traffic cones have no class: 0), free (17) -> 0 (empty)
+OCC3D_TO_SEMANTICKITTI: dict[int, int] = {
+    **{
+        i: SEMANTICKITTI_LEARNING_MAP[OCC3D_TO_SEMANTICKITTI_RAW[n]] for i, n in enumerate(OCC3D_NAMES[:FREE])
+    },
+    FREE: 0,
+}
+
+
+def learning_map_lut(size: int | None = None) -> np.ndarray:
+    """<np.uint8: size> raw SemanticKITTI id -> training id (ids not in the map -> 0, as the API's LUT);
+    ``size`` defaults to the largest raw id + 1 (260), 65536 covers every uint16 label."""
+    lut = np.zeros(max(SEMANTICKITTI_LEARNING_MAP) + 1 if size is None else size, np.uint8)
+    for raw, train in SEMANTICKITTI_LEARNING_MAP.items():
+        lut[raw] = train
     return lut
 
 

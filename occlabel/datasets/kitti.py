@@ -71,6 +71,7 @@ from typing import Any
 
 import numpy as np
 
+from occlabel.conventions import SEMANTICKITTI_LEARNING_MAP as LEARNING_MAP
 from occlabel.conventions import is_rigid
 from occlabel.datasets.base import CameraImage, Dataset, Frame, Scene, rigid_transform
 from occlabel.datasets.kitti_calib import kitti_T_cam_from_velo, read_calib, split_rectified_projection
@@ -87,12 +88,6 @@ SPLITS = {
     "val": ["08"],
     "test": [f"{i:02d}" for i in range(11, 22)],
 }
-#: SemanticKITTI raw label id -> the 20 training classes (semantic-kitti.yaml ``learning_map``; 0 = empty)
-LEARNING_MAP = {
-    0: 0, 1: 0, 10: 1, 11: 2, 13: 5, 15: 3, 16: 5, 18: 4, 20: 5, 30: 6, 31: 7, 32: 8, 40: 9, 44: 10,
-    48: 11, 49: 12, 50: 13, 51: 14, 52: 0, 60: 9, 70: 15, 71: 16, 72: 17, 80: 18, 81: 19, 99: 0,
-    252: 1, 253: 7, 254: 6, 255: 8, 256: 5, 257: 5, 258: 4, 259: 5,
-}  # fmt: skip
 
 
 def T_ego_from_cam0(camera_height: float = CAMERA_HEIGHT_M) -> np.ndarray:

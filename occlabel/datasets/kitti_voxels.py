@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from occlabel.conventions import GRIDS
+from occlabel.conventions import GRIDS, learning_map_lut
 from occlabel.datasets.base import Frame
 from occlabel.errors import DatasetError
 
@@ -36,11 +36,7 @@ def load_semantickitti_voxels(frame: Frame) -> dict[str, Any]:
         raise DatasetError(f"{vox['label']}: cannot read ({e})") from None
     if raw.size != n:
         raise DatasetError(f"{vox['label']}: expected {n} uint16 labels (256x256x32), got {raw.size}")
-    lut = np.zeros(65536, np.uint8)
-    from occlabel.datasets.kitti import LEARNING_MAP
-
-    for k, v in LEARNING_MAP.items():
-        lut[k] = v
+    lut = learning_map_lut(65536)
     invalid = np.zeros(n, bool)
     if "invalid" in vox:
         bits = np.unpackbits(np.fromfile(vox["invalid"], dtype=np.uint8))

@@ -42,6 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
+from occlabel.conventions import (
+    OCC3D_TO_SEMANTICKITTI,
+    SEMANTICKITTI_LEARNING_MAP,
+    SEMANTICKITTI_LEARNING_MAP_INV,
+    learning_map_lut,
+)
 from occlabel.errors import StoreError
 from occlabel.store.common import provenance
 from occlabel.store.labels import OCC3D, SEMANTICKITTI, ClassSet, open_labels
@@ -49,33 +55,8 @@ from occlabel.store.labels import OCC3D, SEMANTICKITTI, ClassSet, open_labels
 OCC3D_SHAPE = (200, 200, 16)
 SEMANTICKITTI_SHAPE = (256, 256, 32)
 
-#: raw SemanticKITTI label id -> training id (``learning_map`` of semantic-kitti.yaml)
-SEMANTICKITTI_LEARNING_MAP: dict[int, int] = {
-    0: 0, 1: 0, 10: 1, 11: 2, 13: 5, 15: 3, 16: 5, 18: 4, 20: 5, 30: 6, 31: 7, 32: 8, 40: 9, 44: 10,
-    48: 11, 49: 12, 50: 13, 51: 14, 52: 0, 60: 9, 70: 15, 71: 16, 72: 17, 80: 18, 81: 19, 99: 0,
-    252: 1, 253: 7, 254: 6, 255: 8, 256: 5, 257: 5, 258: 4, 259: 5,
-}  # fmt: skip
-#: training id 0-19 -> raw id (``learning_map_inv``)
-SEMANTICKITTI_LEARNING_MAP_INV: dict[int, int] = {
-    0: 0, 1: 10, 2: 11, 3: 15, 4: 18, 5: 20, 6: 30, 7: 31, 8: 32, 9: 40, 10: 44, 11: 48, 12: 49, 13: 50,
-    14: 51, 15: 70, 16: 71, 17: 72, 18: 80, 19: 81,
-}  # fmt: skip
-#: Occ3D class (0-17) -> SemanticKITTI training id: the nearest SemanticKITTI class; "others" and
-#: traffic cones have none (SemanticKITTI maps other-object to 0), free is 0 (empty)
-OCC3D_TO_SEMANTICKITTI: dict[int, int] = {
-    0: 0, 1: 14, 2: 2, 3: 5, 4: 1, 5: 5, 6: 3, 7: 6, 8: 0, 9: 5, 10: 4, 11: 9, 12: 12, 13: 11, 14: 17,
-    15: 13, 16: 15, 17: 0,
-}  # fmt: skip
 #: training ids of SemanticKITTI's ignore label (MonoScene & co. mark invalid voxels 255)
 SEMANTICKITTI_IGNORE = 255
-
-
-def learning_map_lut() -> np.ndarray:
-    """<np.uint8: 260> raw SemanticKITTI id -> training id (ids not in the map -> 0, as the API's LUT)."""
-    lut = np.zeros(max(SEMANTICKITTI_LEARNING_MAP) + 1, np.uint8)
-    for raw, train in SEMANTICKITTI_LEARNING_MAP.items():
-        lut[raw] = train
-    return lut
 
 
 def to_semantickitti(semantics: np.ndarray, classes: ClassSet) -> np.ndarray:

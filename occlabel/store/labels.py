@@ -47,7 +47,15 @@ from typing import Any
 import numpy as np
 import zarr
 
-from occlabel.conventions import FREE, OCC3D_MOVING, OCC3D_NAMES, OCC3D_NUM_SEMANTIC, VoxelGrid
+from occlabel.conventions import (
+    FREE,
+    OCC3D_MOVING,
+    OCC3D_NAMES,
+    OCC3D_NUM_SEMANTIC,
+    SEMANTICKITTI_MOVING,
+    SEMANTICKITTI_NAMES,
+    VoxelGrid,
+)
 from occlabel.errors import StoreError
 from occlabel.store.common import (
     COMPRESSOR,
@@ -113,13 +121,8 @@ class ClassSet:
 #: Occ3D-nuScenes: classes 0-16, 17 = free
 OCC3D = ClassSet("occ3d", dict(enumerate(OCC3D_NAMES[:OCC3D_NUM_SEMANTIC])), FREE, OCC3D_MOVING)
 #: SemanticKITTI's 19 training classes 1-19 (learning map of semantic-kitti.yaml); 0 = empty
-SEMANTICKITTI_NAMES = (
-    "empty", "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist",
-    "motorcyclist", "road", "parking", "sidewalk", "other-ground", "building", "fence", "vegetation",
-    "trunk", "terrain", "pole", "traffic-sign",
-)  # fmt: skip
 SEMANTICKITTI = ClassSet(
-    "semantickitti", dict(enumerate(SEMANTICKITTI_NAMES[1:], start=1)), 0, tuple(range(1, 9))
+    "semantickitti", dict(enumerate(SEMANTICKITTI_NAMES[1:], start=1)), 0, SEMANTICKITTI_MOVING
 )
 CLASS_SETS: dict[str, ClassSet] = {"occ3d": OCC3D, "semantickitti": SEMANTICKITTI}
 

@@ -7,7 +7,8 @@
 queried directly: ``w = build_world(seed, duration)``; ``w.ego_pose(t)``, ``w.prims_at(t)``,
 ``w.render(make_rig(...), T, t)``, ``w.occupancy(T_world_from_ego, grid, t)``, ``w.lidar(T, t)``.
 
-The world (world.py)
+The world (world.py: World and its assembly; layout.py: ego drive, road and cross-section;
+placement.py: static objects; actors.py: moving actors; objects.py: vehicles and pedestrians from primitives)
     A street along a smooth centreline made of straights and circular arcs (road.py): a two-lane road
     with parking strips and lane markings (dashed or double-yellow centre line, edge lines, parking
     ticks, zebra crossings), kerbs (the road lies at z = 0, everything else is raised by 0.15 m), grass
@@ -20,7 +21,8 @@ The world (world.py)
     All solids are analytic upright primitives (boxes, frusta, spheroids; prims.py), each with an Occ3D
     class.
 
-Rendering (render.py, raycast.py, texture.py)
+Rendering (render.py, raycast.py; texture.py: shading and sky, materials.py: per-material albedo,
+noise.py: band-limited noise and filtered patterns)
     One ray per pixel centre, cast in torch against the ground (analytic, kerb faces included) and the
     primitives (pair lists from projected bounding boxes; no loops over pixels). Sun shadows by shadow
     rays. Procedural textures with detail from metres to centimetres (multi-octave value noise, tiles,

@@ -22,8 +22,8 @@ cam2 6 cm to its left, cam3 48 cm to its right (``CAMERA_OFFSETS``: cam0's centr
 82 degrees horizontal field of view. The KITTI ego frame (occlabel.datasets.kitti: ground under cam0) is
 therefore upright and the synthetic world's occupancy applies to it. The velodyne sits at the synthetic
 LiDAR mount, axes x forward, y left, z up. SemanticKITTI voxels: the ``semantickitti`` grid in the
-velodyne frame, Occ3D classes mapped to SemanticKITTI raw ids (``OCC3D_TO_SEMANTICKITTI``); ``.invalid``
-marks voxels that no LiDAR ray of the keyframe and of the 2 frames either side crossed or hit.
+velodyne frame, Occ3D classes mapped to SemanticKITTI raw ids (``conventions.OCC3D_TO_SEMANTICKITTI_RAW``);
+``.invalid`` marks voxels that no LiDAR ray of the keyframe and of the 2 frames either side crossed or hit.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from occlabel.conventions import FREE, GRIDS, OCC3D_ID
+from occlabel.conventions import FREE, GRIDS, OCC3D_ID, OCC3D_TO_SEMANTICKITTI_RAW
 from occlabel.datasets.base import CameraImage, Frame, Scene, rigid_transform
 from occlabel.datasets.folder import MANIFEST, write_manifest
 from occlabel.datasets.kitti import T_ego_from_cam0
@@ -61,12 +61,6 @@ CAMERA_OFFSETS = {
 HFOV_DEG = 82.0
 DEFAULT_SIZE = (320, 96)
 _OUTPUTS = ("sequences", "poses", "gts", MANIFEST, META)
-#: Occ3D class -> SemanticKITTI raw label id (the nearest SemanticKITTI class)
-OCC3D_TO_SEMANTICKITTI = {
-    "others": 99, "barrier": 51, "bicycle": 11, "bus": 13, "car": 10, "construction_vehicle": 20,
-    "motorcycle": 15, "pedestrian": 30, "traffic_cone": 99, "trailer": 20, "truck": 18,
-    "driveable_surface": 40, "other_flat": 49, "sidewalk": 48, "terrain": 72, "manmade": 50, "vegetation": 70,
-}  # fmt: skip
 
 
 def kitti_rig(cameras: tuple[int, ...], size: tuple[int, int]) -> list[dict]:
@@ -168,7 +162,7 @@ def _write(root, n_seq, n_frames, cameras, size, seed, keyframe_every, fps, prog
     )
     Tr = np.linalg.inv(T_e0) @ T_egoK_from_velo
     lut = np.zeros(256, np.uint16)
-    for name, raw in OCC3D_TO_SEMANTICKITTI.items():
+    for name, raw in OCC3D_TO_SEMANTICKITTI_RAW.items():
         lut[OCC3D_ID[name]] = raw
     lut[FREE] = 0
     meta: dict = {

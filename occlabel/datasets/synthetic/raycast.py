@@ -13,8 +13,8 @@ import math
 
 import torch
 
+from occlabel.datasets.synthetic.materials import MAT
 from occlabel.datasets.synthetic.prims import Prims, intersect
-from occlabel.datasets.synthetic.texture import MAT
 
 INF = float("inf")
 # the 12 edges of a box whose corners are numbered i = x + 2 y + 4 z (x, y, z in {0, 1})

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from occlabel.conventions import OCC3D_ID
-from occlabel.datasets.synthetic.texture import MAT
+from occlabel.datasets.synthetic.materials import MAT
 
 ROAD = OCC3D_ID["driveable_surface"]
 SIDEWALK = OCC3D_ID["sidewalk"]

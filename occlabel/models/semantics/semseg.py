@@ -29,365 +29,57 @@ Mask2Former checkpoints all carry a 384 x 384 conversion default far below their
 images (at most 640 px wide by default) are thus upsampled for Cityscapes models: those expect objects at
 the scale of 2048 px wide images.
 
-Mapping: every source class (``config.id2label``) gets a target id — a vocabulary class id, SKY (254) or
-UNLABELED (255):
+Mapping (semseg_mapping.py): every source class (``config.id2label``) gets a target id — a vocabulary
+class id, SKY (254) or UNLABELED (255) — from a built-in table, a user mapping or name matching.
 
-* ``mapping: None``: a built-in table (``occlabel/models/semantics/mappings/*.yaml``: Cityscapes' 19
-  train ids, ADE20K's 150 classes; to occ3d and semantickitti) when every checkpoint label is in it
-  (names compared case- and separator-insensitively, "windowpane, window" also by its first name);
-  otherwise labels are matched by name against the vocabulary's class names and prompts (and the sky
-  prompts -> 254). Nothing matched at all is a one-line error.
-* ``mapping`` a dict ``{source label name or id: target}`` or a YAML / JSON file holding one (targets: ids,
-  or vocabulary class names, "sky", "unlabeled"); it replaces the built-in table, labels it does not name
-  are unmapped. ``mapping`` may also name a built-in table ("cityscapes", "ade20k") to force it.
-* source classes without a target (null in a table, no name match, not named by a user mapping) become
-  ``unmapped`` (UNLABELED by default; e.g. 0 makes them Occ3D "others").
-
-Labels: ``merge: "sum"`` (default) adds the probabilities of the source classes that map to the same target
-and takes the argmax over targets; confidence is that summed probability. Source classes are exclusive
-events, so the sum is the target class's probability under the model, and its argmax the most probable
-target: an ADE pixel that is 0.3 tree and 0.25 + 0.25 + 0.2 building / wall / house is manmade (0.7), not
-vegetation. ``merge: "max"`` is the plain LUT on the source argmax (confidence = the source class's
-probability), which is what a per-pixel class map would give.
+Labels (semseg_probs.py): ``merge: "sum"`` (default) adds the probabilities of the source classes that map
+to the same target and takes the argmax over targets; ``merge: "max"`` is the plain LUT on the source
+argmax. The names of semseg_mapping.py and semseg_probs.py stay importable from this module.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
-import yaml
 
-from occlabel.conventions import SKY, UNLABELED
+from occlabel.conventions import UNLABELED
 from occlabel.errors import OccLabelError
 from occlabel.models.base import SemanticModel, network_input
 from occlabel.models.hub import load_pretrained, normalization, parse_dtype
+from occlabel.models.semantics.semseg_mapping import (
+    BUILTIN_MAPPINGS,
+    MappingTable,
+    label_keys,
+    load_mapping_table,
+    match_table,
+    normalise_label,
+    parse_target,
+    read_mapping_file,
+    resolve_mapping,
+)
+from occlabel.models.semantics.semseg_probs import (
+    STRIDE,
+    merge_probabilities,
+    network_size,
+    semantic_probabilities,
+    universal_probabilities,
+)
 from occlabel.models.vocab import Vocabulary, load_vocabulary
 
 DEFAULT_MODEL = "nvidia/segformer-b5-finetuned-cityscapes-1024-1024"
-#: built-in mapping tables, files ``occlabel/models/semantics/mappings/<name>.yaml``
-BUILTIN_MAPPINGS: tuple[str, ...] = ("cityscapes", "ade20k")
 #: model_type -> transformers class of the universal (query-based) segmenters
 UNIVERSAL_MODELS: dict[str, str] = {
     "mask2former": "Mask2FormerForUniversalSegmentation",
     "maskformer": "MaskFormerForInstanceSegmentation",
     "oneformer": "OneFormerForUniversalSegmentation",
 }
-#: network input sides are rounded to multiples of this (the coarsest feature stride of these models)
-STRIDE = 32
 #: network input short side when the processor gives none
 FALLBACK_INPUT_SIZE = 512
 #: the OneFormer task prompt for semantic segmentation (as OneFormerProcessor writes it)
 ONEFORMER_TASK = "the task is semantic"
-_UNLABELED_NAMES = ("unlabeled", "unlabelled", "ignore")
-
-# --------------------------------------------------------------------------------------------------
-# probabilities and the merge onto target classes (pure functions, vectorised)
-# --------------------------------------------------------------------------------------------------
-
-
-def network_size(h: int, w: int, input_size: int) -> tuple[int, int]:
-    """(H, W) the network sees for an (h, w) image: aspect kept, short side ~ input_size, multiples of 32."""
-    s = input_size / min(h, w)
-    return (max(STRIDE, round(h * s / STRIDE) * STRIDE), max(STRIDE, round(w * s / STRIDE) * STRIDE))
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-    if size is None or tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-
-
-def semantic_probabilities(logits: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Per-class probabilities of a semantic model.
-
-    Args:
-        logits: ``[B x K x h' x w']`` class logits.
-        size: (h, w) the logits are upsampled to (bilinear, before the softmax); None keeps h' x w'.
-    Returns:
-        ``[B x K x h x w]`` float32, softmax over K (sums to 1 per pixel).
-    """
-    return _resize(logits.float(), size).softmax(1)
-
-
-def universal_probabilities(
-    class_logits: torch.Tensor,
-    mask_logits: torch.Tensor,
-    size: tuple[int, int] | None = None,
-    mask_size: tuple[int, int] | None = None,
-) -> torch.Tensor:
-    """Per-class probabilities of a universal (mask-classification) model: Mask2Former / MaskFormer / OneFormer.
-
-    ``score_c = sum_q softmax(class_logits_q)[c] * sigmoid(mask_logits_q)`` for the K real classes (the last
-    class is "no object"), as ``post_process_semantic_segmentation`` computes it, divided per pixel by
-    ``sum_q sigmoid(mask_logits_q)``: the probability of class c under the mixture of the queries' class
-    distributions weighted by their masks. The division does not change the per-pixel argmax.
-
-    Args:
-        class_logits: ``[B x Q x K+1]`` class logits per query.
-        mask_logits: ``[B x Q x h' x w']`` mask logits per query.
-        size: (h, w) of the output; None keeps ``mask_size`` (or h' x w').
-        mask_size: (h, w) the mask logits are upsampled to before the sigmoid (bilinear); None = ``size``
-            (Mask2Former's own inference upsamples the mask logits to the image). The transformers
-            processors combine at ``(384, 384)`` (Mask2Former) or at h' x w' (OneFormer, MaskFormer) and
-            upsample the scores to ``size``; passing that ``mask_size`` reproduces their argmax exactly.
-    Returns:
-        ``[B x K x h x w]`` float32 in [0, 1] (sums to at most 1 per pixel).
-    """
-    if class_logits.dim() != 3 or mask_logits.dim() != 4 or class_logits.shape[:2] != mask_logits.shape[:2]:
-        raise ValueError(
-            f"class logits {tuple(class_logits.shape)} and mask logits {tuple(mask_logits.shape)} do not match"
-        )
-    masks = _resize(mask_logits.float(), mask_size if mask_size is not None else size).sigmoid()
-    classes = class_logits.float().softmax(-1)[..., :-1]
-    scores = torch.einsum("bqc,bqhw->bchw", classes, masks)
-    total = masks.sum(1, keepdim=True)
-    # resize numerator and denominator apart: the argmax stays that of the (resized) scores
-    scores, total = _resize(scores, size), _resize(total, size)
-    return (scores / total.clamp_min(torch.finfo(torch.float32).tiny)).clamp(0, 1)
-
-
-def merge_probabilities(
-    probs: torch.Tensor, target_of_source: torch.Tensor, merge: str = "sum"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels and confidence from per-source-class probabilities and a source -> target table.
-
-    Args:
-        probs: ``[B x K x h x w]`` float probabilities of the K source classes.
-        target_of_source: ``[K]`` int target id (0-255: class ids, SKY, UNLABELED) of each source class.
-        merge: "sum": a target's probability is the sum over its source classes; "max": their maximum
-            (the same labels as mapping the source argmax through the table).
-    Returns:
-        labels ``[B x h x w]`` uint8 (target ids), confidence ``[B x h x w]`` float32 in [0, 1] (the winning
-        target's merged probability).
-    """
-    if probs.dim() != 4 or probs.shape[1] != target_of_source.numel():
-        raise ValueError(
-            f"probabilities {tuple(probs.shape)} do not match {target_of_source.numel()} classes"
-        )
-    probs = probs.float()
-    targets, index = torch.unique(target_of_source.to(probs.device).long(), return_inverse=True)
-    if merge == "sum":
-        # one-hot [T x K] matrix product: deterministic (index_add_ is not on CUDA)
-        onehot = F.one_hot(index, targets.numel()).T.to(probs.dtype)
-        merged = torch.einsum("tk,bkhw->bthw", onehot, probs)
-    elif merge == "max":
-        B, K, h, w = probs.shape
-        merged = probs.new_zeros(B, targets.numel(), h, w).scatter_reduce(
-            1, index.view(1, K, 1, 1).expand(B, K, h, w), probs, "amax", include_self=True
-        )
-    else:
-        raise ValueError(f"merge must be 'sum' or 'max', got {merge!r}")
-    conf, best = merged.max(1)
-    return targets[best].to(torch.uint8), conf.clamp(0, 1).float()
-
-
-# --------------------------------------------------------------------------------------------------
-# source label -> target id mapping
-# --------------------------------------------------------------------------------------------------
-
-
-def normalise_label(name: str) -> str:
-    """Lower case, "_", "-", "/", "." and runs of blanks as one space ("Traffic_Sign" -> "traffic sign")."""
-    return re.sub(r"[\s_\-/.]+", " ", str(name).lower()).strip()
-
-
-def label_keys(name: str) -> tuple[str, ...]:
-    """Normalised forms a label is known by: whole, and the first of comma-separated synonyms."""
-    full = normalise_label(name)
-    first = normalise_label(str(name).split(",")[0])
-    return (full,) if first in ("", full) else (full, first)
-
-
-@dataclass(frozen=True)
-class MappingTable:
-    """A built-in table: source label names and, per vocabulary name, their target ids (None: no counterpart)."""
-
-    name: str
-    labels: tuple[str, ...]
-    targets: dict[str, dict[str, int | None]]  # vocab name -> normalised label -> target id / None
-    #: network input short side that suits models of this label set (their training scale)
-    input_size: int | None = None
-
-    def applies_to(self, vocab: Vocabulary) -> bool:
-        """Whether the table has a column for ``vocab`` whose ids all exist in it."""
-        column = self.targets.get(vocab.name)
-        allowed = set(vocab.ids()) | {SKY, UNLABELED}
-        return column is not None and all(t is None or t in allowed for t in column.values())
-
-    def covers(self, labels: list[str]) -> bool:
-        """Whether every label is (by one of its normalised forms) a label of the table."""
-        known = {normalise_label(n) for n in self.labels}
-        return all(any(k in known for k in label_keys(n)) for n in labels)
-
-
-def load_mapping_table(name: str) -> MappingTable:
-    """The built-in table ``name`` (one of :data:`BUILTIN_MAPPINGS`)."""
-    text = (
-        resources.files("occlabel.models.semantics").joinpath("mappings", f"{name}.yaml").read_text("utf-8")
-    )
-    data = yaml.safe_load(text)
-    labels, targets = [], {}
-    for row in data["classes"]:
-        labels.append(str(row["name"]))
-        for vocab_name, target in row.items():
-            if vocab_name != "name":
-                targets.setdefault(vocab_name, {})[normalise_label(row["name"])] = target
-    size = data.get("input_size")
-    return MappingTable(str(data["name"]), tuple(labels), targets, int(size) if size else None)
-
-
-def match_table(labels: list[str], vocab: Vocabulary | None = None) -> MappingTable | None:
-    """The smallest built-in table holding every label (and, when ``vocab`` is given, a column for it)."""
-    tables = sorted((load_mapping_table(n) for n in BUILTIN_MAPPINGS), key=lambda t: len(t.labels))
-    return next((t for t in tables if t.covers(labels) and (vocab is None or t.applies_to(vocab))), None)
-
-
-def _vocab_names(vocab: Vocabulary) -> dict[str, int]:
-    """Normalised target names -> id: vocabulary class names, "sky", "unlabeled"."""
-    out = {normalise_label(c.name): c.id for c in vocab.classes}
-    out["sky"] = SKY
-    out.update(dict.fromkeys(_UNLABELED_NAMES, UNLABELED))
-    return out
-
-
-def parse_target(value: Any, vocab: Vocabulary, what: str, name: str) -> int | None:
-    """A target given as an id, a vocabulary class name, "sky" / "unlabeled", or None (= unmapped)."""
-    if value is None:
-        return None
-    allowed = set(vocab.ids()) | {SKY, UNLABELED}
-    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
-        tid = _vocab_names(vocab).get(normalise_label(value))
-        if tid is None:
-            raise OccLabelError(
-                f"{name}: {what} {value!r} is not a class of vocabulary {vocab.name!r} "
-                f"({', '.join(c.name for c in vocab.classes)}, sky, unlabeled)"
-            )
-        return tid
-    try:
-        tid = int(value)
-    except (TypeError, ValueError):
-        raise OccLabelError(f"{name}: {what} {value!r} is not a target id or class name") from None
-    value = int(value) if isinstance(value, str) else value
-    if isinstance(value, bool) or tid != value or tid not in allowed:
-        raise OccLabelError(
-            f"{name}: {what} {value!r} is not an id of vocabulary {vocab.name!r} "
-            f"({', '.join(map(str, sorted(allowed)))})"
-        )
-    return tid
-
-
-def read_mapping_file(path: str | Path, name: str) -> Any:
-    """The plain data of a YAML / JSON mapping file (one-line errors)."""
-    path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise OccLabelError(f"{name}: cannot read mapping file {path} ({e.strerror or e})") from None
-    try:
-        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise OccLabelError(f"{name}: cannot parse mapping file {path} ({first})") from None
-
-
-def _source_index(key: Any, labels: list[str], name: str) -> int:
-    """The source class id a user mapping key names: an id (int or digits) or a label name."""
-    if (isinstance(key, int) and not isinstance(key, bool)) or (
-        isinstance(key, str) and key.strip().isdigit()
-    ):
-        i = int(key)
-        if not 0 <= i < len(labels):
-            raise OccLabelError(f"{name}: mapping source id {i} is outside 0-{len(labels) - 1}")
-        return i
-    wanted = normalise_label(str(key))
-    for i, label in enumerate(labels):
-        if wanted in label_keys(label):
-            return i
-    shown = ", ".join(labels[:12]) + (", ..." if len(labels) > 12 else "")
-    raise OccLabelError(f"{name}: mapping source {key!r} is not a label of the model ({shown})")
-
-
-def resolve_mapping(
-    labels: list[str], vocab: Vocabulary, mapping: Any, unmapped: int, name: str = "semseg"
-) -> tuple[list[int], dict[str, Any]]:
-    """Target id of every source class, and a provenance record of how they were chosen.
-
-    Args:
-        labels: the K source label names, in id order (``config.id2label``).
-        vocab: the target vocabulary.
-        mapping: None (built-in table matched by labels, else by names), a built-in table name, a dict
-            ``{source name or id: target}`` or a YAML / JSON file path holding one.
-        unmapped: target id of source classes without a target.
-    Returns:
-        ``([K] target ids, {"kind", "table", "labels", "targets", "unmapped"})``.
-    Raises:
-        OccLabelError: a bad mapping, or no source class mapping to anything (one line).
-    """
-    kind, table_name = "names", None
-    per_source: list[int | None]
-    if isinstance(mapping, str) and mapping in BUILTIN_MAPPINGS:
-        table = load_mapping_table(mapping)
-        if not table.applies_to(vocab):
-            raise OccLabelError(
-                f"{name}: built-in mapping {mapping!r} has no table for vocabulary {vocab.name!r} "
-                f"(it has {', '.join(table.targets)})"
-            )
-        kind, table_name = "builtin", table.name
-    elif mapping is None:
-        table = match_table(labels, vocab)
-        if table is not None:
-            kind, table_name = "builtin", table.name
-    else:
-        table = None
-        data = read_mapping_file(mapping, name) if isinstance(mapping, str | Path) else mapping
-        if not isinstance(data, dict):
-            raise OccLabelError(
-                f"{name}: mapping must be a dict {{source label or id: target id}}, got {type(data).__name__}"
-            )
-        per_source = [None] * len(labels)
-        for key, value in data.items():
-            i = _source_index(key, labels, name)
-            per_source[i] = parse_target(value, vocab, f"mapping target of {key!r}", name)
-        kind = "user"
-
-    if kind == "builtin":
-        column = table.targets[vocab.name]
-        per_source = [next((column[k] for k in label_keys(n) if k in column), None) for n in labels]
-    elif kind == "names":
-        by_name: dict[str, int] = {}
-        for c in vocab.classes:
-            for text in (c.name, *c.prompts):
-                by_name.setdefault(normalise_label(text), c.id)
-        for text in vocab.sky_prompts:
-            by_name.setdefault(normalise_label(text), SKY)
-        per_source = [next((by_name[k] for k in label_keys(n) if k in by_name), None) for n in labels]
-
-    if all(t is None for t in per_source):
-        shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
-        how = {"user": "the mapping given", "builtin": f"built-in table {table_name!r}"}.get(
-            kind, "name matching"
-        )
-        raise OccLabelError(
-            f"{name}: none of the model's {len(labels)} labels ({shown}) maps to vocabulary {vocab.name!r} "
-            f"by {how}; pass --semantic-option mapping=FILE (YAML {{source label: target id}})"
-        )
-    targets = [unmapped if t is None else t for t in per_source]
-    info = {
-        "kind": kind,
-        "table": table_name,
-        "labels": list(labels),
-        "targets": targets,
-        "unmapped": unmapped,
-    }
-    return targets, info
-
 
 # --------------------------------------------------------------------------------------------------
 # loading: pick the model class from the config
@@ -461,6 +153,27 @@ def processor_input_size(image_processor: Any) -> int:
     return FALLBACK_INPUT_SIZE
 
 
+def source_labels(config: Any, name: str) -> list[str]:
+    """The K source label names of a checkpoint, in id order (``config.id2label`` must name 0..K-1)."""
+    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+    if sorted(id2label) != list(range(len(id2label))) or not id2label:
+        raise OccLabelError(f"{name}: the model's config.id2label must name classes 0..K-1")
+    return [id2label[i] for i in range(len(id2label))]
+
+
+def oneformer_task_inputs(tokenizer: Any, config: Any) -> torch.Tensor:
+    """OneFormer's task token input ``[1 x task_seq_len]`` long for :data:`ONEFORMER_TASK`: as
+    OneFormerProcessor, the token ids with the padding zeroed."""
+    tokens = tokenizer(
+        [ONEFORMER_TASK],
+        padding="max_length",
+        max_length=int(config.task_seq_len),
+        truncation=True,
+        return_tensors="pt",
+    )
+    return tokens["input_ids"] * tokens["attention_mask"]
+
+
 # --------------------------------------------------------------------------------------------------
 # the backend
 # --------------------------------------------------------------------------------------------------
@@ -501,10 +214,7 @@ class SemSeg(SemanticModel):
         self.weights["architecture"] = "universal" if self.universal else "semantic"
         self._mean, self._std = normalization(processors.image_processor, self.device)
 
-        id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
-        if sorted(id2label) != list(range(len(id2label))) or not id2label:
-            raise OccLabelError(f"{name}: the model's config.id2label must name classes 0..K-1")
-        self.labels = [id2label[i] for i in range(len(id2label))]
+        self.labels = source_labels(config, name)
         if size is None:
             # the training scale of the label set (Cityscapes 1024, ADE20K 512), else the processor's size
             table = match_table(self.labels)
@@ -519,16 +229,7 @@ class SemSeg(SemanticModel):
         if config.model_type == "oneformer":
             if processors.tokenizer is None:
                 raise OccLabelError(f"{name}: OneFormer checkpoint {model!r} has no tokenizer")
-            length = int(config.task_seq_len)
-            tokens = processors.tokenizer(
-                [ONEFORMER_TASK],
-                padding="max_length",
-                max_length=length,
-                truncation=True,
-                return_tensors="pt",
-            )
-            # as OneFormerProcessor: token ids with the padding zeroed
-            self._task_inputs = (tokens["input_ids"] * tokens["attention_mask"]).to(self.device)
+            self._task_inputs = oneformer_task_inputs(processors.tokenizer, config).to(self.device)
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -574,3 +275,30 @@ class SemSeg(SemanticModel):
         with torch.inference_mode():
             probs = self.class_probabilities(batch)
             return merge_probabilities(probs, self._targets, self.conf["merge"])
+
+
+__all__ = [
+    "BUILTIN_MAPPINGS",
+    "DEFAULT_MODEL",
+    "FALLBACK_INPUT_SIZE",
+    "ONEFORMER_TASK",
+    "STRIDE",
+    "UNIVERSAL_MODELS",
+    "MappingTable",
+    "SemSeg",
+    "label_keys",
+    "load_mapping_table",
+    "match_table",
+    "merge_probabilities",
+    "network_size",
+    "normalise_label",
+    "oneformer_task_inputs",
+    "parse_target",
+    "processor_input_size",
+    "read_mapping_file",
+    "resolve_mapping",
+    "segmenter_class",
+    "semantic_probabilities",
+    "source_labels",
+    "universal_probabilities",
+]

@@ -17,14 +17,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
-from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import DataLoader
 
 from occlabel.datasets import Dataset, Scene
-from occlabel.datasets.base import CameraImage, load_depth_m, load_image, load_semantics
-from occlabel.errors import DatasetError, OccLabelError, SkippedItemsError, StoreError
+from occlabel.datasets.base import CameraImage
+from occlabel.errors import OccLabelError, SkippedItemsError, StoreError
 from occlabel.models import get_depth_model, get_semantic_model
+from occlabel.stages.extract_data import Images, JobBatches, collate, to_device
 from occlabel.store.cache import Cache, open_cache
 from occlabel.store.common import store_location
 from occlabel.utils import progress_bar, resolve_device
@@ -49,105 +48,6 @@ def work_size(native: tuple[int, int], width: int | None = None) -> tuple[int, i
     if w <= 0:
         raise OccLabelError(f"working width must be positive, got {width}")
     return w, max(1, int(round(H0 * w / W0)))
-
-
-class _Images(TorchDataset):
-    """Decodes images (and ground truth for oracle backends) in worker processes; native resolution."""
-
-    def __init__(
-        self,
-        items: list[tuple[int, CameraImage, str]],
-        need_depth: bool,
-        need_sem: bool,
-        native: dict[str, tuple[int, int]] | None = None,
-    ):
-        self.items = items
-        self.need_depth = need_depth
-        self.need_sem = need_sem
-        #: "<scene>/<camera>" -> native (H, W) every image of that camera must have (None: not checked)
-        self.native = native
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        """The decoded sample, or ``{"t", "key", "record", "error"}`` when the image (or its ground truth)
-        cannot be read: a bad frame is reported and skipped, it does not stop the run."""
-        t, rec, key = self.items[i]
-        try:
-            return self._load(t, rec, key)
-        except DatasetError as e:
-            return {"t": t, "key": key, "record": rec, "error": str(e)}
-
-    def _load(self, t: int, rec: CameraImage, key: str) -> dict[str, Any]:
-        image = load_image(rec.path)
-        out: dict[str, Any] = {"t": t, "key": key, "record": rec, "image": torch.from_numpy(image)}
-        if self.native is not None and image.shape[:2] != self.native[key.rsplit("/", 1)[0]]:
-            H, W = self.native[key.rsplit("/", 1)[0]]
-            raise DatasetError(
-                f"{key}: image {rec.path} is {image.shape[1]}x{image.shape[0]}, the camera's other images are {W}x{H}"
-            )
-        if self.need_depth:
-            if rec.depth_path is None:
-                raise DatasetError(
-                    f"{key}: the oracle depth model needs ground-truth depth; the image has none"
-                )
-            out["gt_depth_m"] = torch.from_numpy(load_depth_m(rec.depth_path))
-        if self.need_sem:
-            if rec.semantics_path is None:
-                raise DatasetError(
-                    f"{key}: the oracle semantic model needs ground-truth semantics; the image has none"
-                )
-            out["gt_semantics"] = torch.from_numpy(load_semantics(rec.semantics_path))
-        return out
-
-
-def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the good samples of a batch; the bad ones go to ``errors`` as (key, message)."""
-    good = [s for s in samples if "error" not in s]
-    out: dict[str, Any] = {
-        "t": [s["t"] for s in good],
-        "keys": [s["key"] for s in good],
-        "records": [s["record"] for s in good],
-        "errors": [(s["key"], s["error"]) for s in samples if "error" in s],
-        "n": len(samples),
-    }
-    for k in ("image", "gt_depth_m", "gt_semantics"):
-        if good and k in good[0]:
-            out[k] = torch.stack([s[k] for s in good])
-    return out
-
-
-def _to_device(batch: dict[str, Any], device: torch.device, size: tuple[int, int]) -> dict[str, Any]:
-    """Move a collated batch to ``device``; the working-resolution image ``size`` = (w, h) is resized there.
-
-    The native-resolution image is kept as ``image_native`` so that networks with a larger input than the
-    working resolution resize from it (see :func:`occlabel.models.base.network_input`).
-    """
-    w, h = size
-    native = batch["image"].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    img = native
-    if img.shape[-2:] != (h, w):
-        img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp_(
-            0, 1
-        )
-    out = {
-        "image": img,
-        "image_native": native,
-        "keys": batch["keys"],
-        "records": batch["records"],
-        "t": batch["t"],
-    }
-    if "gt_depth_m" in batch:
-        d = batch["gt_depth_m"].to(device)[:, None]
-        out["gt_depth_m"] = (
-            F.interpolate(d, size=(h, w), mode="nearest-exact")[:, 0] if d.shape[-2:] != (h, w) else d[:, 0]
-        )
-    if "gt_semantics" in batch:
-        s = batch["gt_semantics"].to(device)[:, None].float()
-        s = F.interpolate(s, size=(h, w), mode="nearest-exact") if s.shape[-2:] != (h, w) else s
-        out["gt_semantics"] = s[:, 0].to(torch.uint8)
-    return out
 
 
 def run(
@@ -374,26 +274,6 @@ def _stored_done(cache, scene: Scene, cam: str, depth_key: str, semantics_key: s
     return d, s
 
 
-class _JobBatches(Sampler):
-    """Batches of indices into the flattened job items; a batch never mixes (scene, camera) groups."""
-
-    def __init__(self, jobs: list[_Job], batch_size: int):
-        self.batches: list[list[int]] = []
-        start = 0
-        for job in jobs:
-            n = len(job.items)
-            self.batches += [
-                list(range(start + i, start + min(i + batch_size, n))) for i in range(0, n, batch_size)
-            ]
-            start += n
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
 def _run_jobs(
     cache: Cache, jobs: list[_Job], depth, sem, batch_size, num_workers, depth_bits, bar
 ) -> tuple[int, list[tuple[str, str]]]:
@@ -411,14 +291,14 @@ def _run_jobs(
         return 0, []
     flat = [(j, *item) for j, job in enumerate(jobs) for item in job.items]
     native = {f"{job.scene}/{job.camera}": job.native for job in jobs}
-    dataset = _Images(
+    dataset = Images(
         [(t, rec, key) for _, t, rec, key in flat], depth.needs_gt, sem is not None and sem.needs_gt, native
     )
     loader = DataLoader(
         dataset,
-        batch_sampler=_JobBatches(jobs, batch_size),
+        batch_sampler=JobBatches(jobs, batch_size),
         num_workers=num_workers,
-        collate_fn=_collate,
+        collate_fn=collate,
         pin_memory=depth.device.type == "cuda",
         persistent_workers=False,
     )
@@ -447,7 +327,7 @@ def _run_jobs(
                 bar.update(len(raw["errors"]))
                 if not raw["t"]:
                     continue
-                batch = _to_device(raw, depth.device, job.size)
+                batch = to_device(raw, depth.device, job.size)
                 disp = depth(batch).float().cpu().numpy()
                 labels = conf = None
                 if sem is not None:

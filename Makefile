@@ -91,7 +91,7 @@ kitti-raw: install
 # cache against each image's projected LiDAR depth; the labels are exported all the same.
 ddad: install
 	@test -n "$(DDAD)" || { echo "usage: make ddad DDAD=/path/to/ddad_train_val [SPLIT=val] [SCENES=000150,000151] [CAMERAS=CAMERA_01,CAMERA_05] [MODELS='--depth-model ... --semantic-model ...']" >&2; exit 2; }
-	$(BIN)/occlabel extract-2d --dataset dgp --root "$(DDAD)" $(if $(SPLIT),--dataset-option split=$(SPLIT)) \
+	$(BIN)/occlabel extract-2d --dataset dgp --root "$(DDAD)" $(if $(SPLIT),--split $(SPLIT)) \
 		$(if $(SCENES),--dataset-option 'scenes="$(SCENES)"') $(if $(CAMERAS),--dataset-option cameras=$(CAMERAS)) \
 		--out $(DDAD_OUT)/cache.zarr $(MODELS)
 	$(BIN)/occlabel calibrate-depth $(DDAD_OUT)/cache.zarr

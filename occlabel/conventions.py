@@ -1,6 +1,7 @@
 """Conventions used everywhere in occlabel: frames, class tables, palettes and voxel grids.
 
-Written once here and in docs/conventions.md; every other module imports from this one.
+Written once here and in docs/conventions.md; code that needs a frame, a label value, a class table or a grid
+preset reads it here.
 
 Frames
 ------

@@ -28,24 +28,34 @@ velodyne frame, Occ3D classes mapped to SemanticKITTI raw ids (``conventions.OCC
 
 from __future__ import annotations
 
-import json
 import math
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
-from tqdm import tqdm
 
 from occlabel.conventions import FREE, GRIDS, OCC3D_ID, OCC3D_TO_SEMANTICKITTI_RAW
-from occlabel.datasets.base import CameraImage, Frame, Scene, rigid_transform
-from occlabel.datasets.folder import MANIFEST, write_manifest
+from occlabel.datasets.base import Frame, Scene, rigid_transform
+from occlabel.datasets.folder import MANIFEST
 from occlabel.datasets.kitti import T_ego_from_cam0
-from occlabel.datasets.synthetic.nuscenes_layout import _labels, prepare_root
-from occlabel.datasets.synthetic.occupancy import occupancy, visibility_mask
+from occlabel.datasets.synthetic.common import (
+    META,
+    CameraFiles,
+    Keyframe,
+    LidarWindow,
+    finish,
+    lidar_mask,
+    moving_rig_labels,
+    prepare_root,
+    save_npz,
+    torch_threads,
+    write_rig_images,
+    write_scenes,
+)
+from occlabel.datasets.synthetic.occupancy import occupancy
 from occlabel.datasets.synthetic.render import LIDAR_MOUNT, render_cameras, render_lidar
 from occlabel.datasets.synthetic.world import build_world
-from occlabel.datasets.synthetic.writer import LIDAR_WINDOW, META, save_npz
 from occlabel.errors import OccLabelError
 
 FORMAT = "occlabel.synthetic-kitti/1"
@@ -137,138 +147,161 @@ def synth_kitti(
         raise OccLabelError(
             "synth --layout kitti: sequences, frames, keyframe_every, fps and cameras must be positive"
         )
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         return _write(
             Path(out).expanduser().resolve(), sequences, frames, cameras, size, seed, keyframe_every, fps,
             progress, overwrite, ego_speed, shadows, labels, voxels,
         )  # fmt: skip
-    finally:
-        torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class _RigFrames:
+    """The fixed transforms of the synthetic KITTI rig, <np.float64: 4, 4> (egoS: the synthetic ego frame,
+    rear axle on the ground; egoK: the KITTI ego frame, ground under cam0; both upright)."""
+
+    T_egoK_from_cam0: np.ndarray
+    T_egoS_from_egoK: np.ndarray
+    T_egoK_from_velo: np.ndarray
+    Tr: np.ndarray  # cam0 from velodyne, calib.txt's Tr
+
+    @classmethod
+    def make(cls) -> _RigFrames:
+        T_e0 = T_ego_from_cam0(CAMERA_HEIGHT_M)
+        T_egoS_from_egoK = rigid_transform(np.eye(3), [CAM0_IN_EGO[0], CAM0_IN_EGO[1], 0.0])
+        T_egoK_from_velo = rigid_transform(
+            np.eye(3), np.asarray(LIDAR_MOUNT) - [CAM0_IN_EGO[0], CAM0_IN_EGO[1], 0.0]
+        )
+        return cls(T_e0, T_egoS_from_egoK, T_egoK_from_velo, np.linalg.inv(T_e0) @ T_egoK_from_velo)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The arguments every sequence of one ``synth_kitti`` call is written with."""
+
+    root: Path
+    cams: list[dict]  # the cameras written
+    all_cams: list[dict]  # cam0-cam3 (calib.txt)
+    rig: _RigFrames
+    lut: np.ndarray  # Occ3D id -> SemanticKITTI raw id, <uint16: 256>
+    seed: int
+    n_frames: int
+    fps: float
+    keyframe_every: int
+    ego_speed: float | None
+    shadows: bool
+    labels: bool
+    voxels: bool
 
 
 def _write(root, n_seq, n_frames, cameras, size, seed, keyframe_every, fps, progress, overwrite, ego_speed,
            shadows, with_labels, with_voxels) -> Path:  # fmt: skip
     prepare_root(root, _OUTPUTS, overwrite)
-    cams = kitti_rig(cameras, size)
-    all_cams = kitti_rig((0, 1, 2, 3), size)
-    T_e0 = T_ego_from_cam0(CAMERA_HEIGHT_M)
-    #: the KITTI ego frame in the synthetic ego frame (both upright, on the ground)
-    T_egoS_from_egoK = rigid_transform(np.eye(3), [CAM0_IN_EGO[0], CAM0_IN_EGO[1], 0.0])
-    T_egoK_from_velo = rigid_transform(
-        np.eye(3), np.asarray(LIDAR_MOUNT) - [CAM0_IN_EGO[0], CAM0_IN_EGO[1], 0.0]
-    )
-    Tr = np.linalg.inv(T_e0) @ T_egoK_from_velo
-    lut = np.zeros(256, np.uint16)
-    for name, raw in OCC3D_TO_SEMANTICKITTI_RAW.items():
-        lut[OCC3D_ID[name]] = raw
-    lut[FREE] = 0
-    meta: dict = {
+    run = _Run(
+        root, kitti_rig(cameras, size), kitti_rig((0, 1, 2, 3), size), _RigFrames.make(), semantickitti_lut(),
+        seed, n_frames, fps, keyframe_every, ego_speed, shadows, with_labels, with_voxels,
+    )  # fmt: skip
+    records, smetas = write_scenes(n_seq, n_frames, "synth kitti", progress, partial(_write_sequence, run))
+    meta = {
         "format": FORMAT,
         "layout": "kitti",
-        "cameras": [c["name"] for c in cams],
+        "cameras": [c["name"] for c in run.cams],
         "size": [int(size[0]), int(size[1])],
         "seed": int(seed),
         "fps": float(fps),
         "keyframe_every": int(keyframe_every),
         "camera_height_m": CAMERA_HEIGHT_M,
-        "scenes": [],
+        "scenes": smetas,
     }
-    records: list[Scene] = []
-    bar = tqdm(total=n_seq * n_frames, desc="synth kitti", unit="frame", disable=not progress)
-    for si in range(n_seq):
-        seq = f"{si:02d}"
-        sdir = root / "sequences" / seq
-        sdir.mkdir(parents=True, exist_ok=True)
-        world = build_world(seed, max(n_frames - 1, 1) / fps, ego_speed=ego_speed, scene_index=si)
-        smeta = {"name": seq, **world.summary(), "exposure": {}}
-        calib = [f"P{c['index']}: {_row(c['P'])}" for c in all_cams] + [f"Tr: {_row(Tr[:3])}"]
-        (sdir / "calib.txt").write_text("\n".join(calib) + "\n")
-        (sdir / "times.txt").write_text("".join(f"{i / fps:.9e}\n" for i in range(n_frames)))
-        T_w_c0_first = None
-        pose_rows = []
-        frames: list[Frame] = []
-        sweeps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        pending: dict[int, dict] = {}
-        for fi in range(n_frames):
-            t = fi / fps
-            name = f"{fi:06d}"
-            token = f"{seq}_{name}"
-            T_w_egoK = world.ego_pose(t) @ T_egoS_from_egoK
-            T_w_c0 = T_w_egoK @ T_e0
-            if T_w_c0_first is None:
-                T_w_c0_first = T_w_c0
-            T_kw = np.linalg.inv(T_w_c0_first)  # KITTI world (cam0 at frame 0) from the synthetic world
-            pose_rows.append(_row((T_kw @ T_w_c0)[:3]))
-            res = render_cameras(world, cams, T_w_egoK, t, shadows=shadows)
-            images = {}
-            smeta["exposure"][token] = {}
-            for ci, cam in enumerate(cams):
-                i = cam["index"]
-                gain = world.exposure(t, i)
-                smeta["exposure"][token][cam["name"]] = round(gain, 6)
-                rgb = (res["rgb"][ci] * gain).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-                ip, dp, sp = (sdir / f"image_{i}" / f"{name}.png", sdir / f"depth_{i}" / f"{name}.npy",
-                              sdir / f"semantics_{i}" / f"{name}.png")  # fmt: skip
-                for p in (ip, dp, sp):
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                im = Image.fromarray(rgb)
-                (im.convert("L") if i in (0, 1) else im).save(ip)
-                np.save(dp, res["depth"][ci].numpy().astype(np.float32))
-                Image.fromarray(res["semantics"][ci].numpy()).save(sp)
-                images[cam["name"]] = CameraImage(
-                    camera=cam["name"], path=ip, rel_path=ip.relative_to(root).as_posix(), K=cam["K"],
-                    T_ego_from_cam=cam["T_ego_from_cam"], depth_path=dp, semantics_path=sp,
-                )  # fmt: skip
-            lid = render_lidar(world, world.ego_pose(t), t)
-            pts_egoS = lid["points_ego"].numpy().astype(np.float64)
-            scan = np.zeros((len(pts_egoS), 4), np.float32)
-            scan[:, :3] = pts_egoS - np.asarray(LIDAR_MOUNT)  # velodyne frame: axes of the ego, at the mount
-            (sdir / "velodyne").mkdir(exist_ok=True)
-            scan.tofile(sdir / "velodyne" / f"{name}.bin")
-            T_w_egoS = world.ego_pose(t)
-            o_w = T_w_egoS[:3, :3] @ np.asarray(LIDAR_MOUNT) + T_w_egoS[:3, 3]
-            sweeps[fi] = (o_w, pts_egoS @ T_w_egoS[:3, :3].T + T_w_egoS[:3, 3])
-            sweeps.pop(fi - 2 * LIDAR_WINDOW - 1, None)
-            key = fi % keyframe_every == 0
-            frames.append(
-                Frame(
-                    token=token,
-                    timestamp=float(f"{t:.9e}"),
-                    keyframe=key,
-                    T_world_from_ego=T_kw @ T_w_egoK,
-                    images=images,
-                )
-            )
-            if key and (with_labels or with_voxels):
-                pending[fi] = {
-                    "T": T_w_egoK,
-                    "t": t,
-                    "depths": {c["name"]: (res["depth"][ci], T_w_egoK) for ci, c in enumerate(cams)},
-                }
-            for k in [k for k in pending if k + LIDAR_WINDOW <= fi or fi == n_frames - 1]:
-                p = pending.pop(k)
-                window = [
-                    sweeps[j] for j in range(max(0, k - LIDAR_WINDOW), min(n_frames, k + LIDAR_WINDOW + 1))
-                ]
-                if with_labels:
-                    op = root / "gts" / seq / frames[k].token / "labels.npz"
-                    op.parent.mkdir(parents=True, exist_ok=True)
-                    save_npz(op, _labels(world, cams, GRIDS["occ3d"], p, window))
-                    frames[k].occupancy_path = op
-                if with_voxels:
-                    _write_voxels(world, sdir / "voxels", k, p["T"] @ T_egoK_from_velo, p["t"], window, lut)
-            bar.update(1)
-        (root / "poses").mkdir(exist_ok=True)
-        (root / "poses" / f"{seq}.txt").write_text("\n".join(pose_rows) + "\n")
-        records.append(Scene(name=seq, frames=frames))
-        meta["scenes"].append(smeta)
-    bar.close()
-    write_manifest(root, records)
-    (root / META).write_text(json.dumps(meta, indent=1))
-    return root
+    return finish(root, records, meta)
+
+
+def semantickitti_lut() -> np.ndarray:
+    """<np.uint16: 256> Occ3D id -> SemanticKITTI raw id (free: 0)."""
+    lut = np.zeros(256, np.uint16)
+    for name, raw in OCC3D_TO_SEMANTICKITTI_RAW.items():
+        lut[OCC3D_ID[name]] = raw
+    lut[FREE] = 0
+    return lut
+
+
+def velodyne_scan(pts_ego: np.ndarray) -> np.ndarray:
+    """<np.float32: N, 4> (x, y, z, 0) velodyne scan of LiDAR returns <N, 3> in the synthetic ego frame (the
+    velodyne frame: axes of the ego, at the mount)."""
+    scan = np.zeros((len(pts_ego), 4), np.float32)
+    scan[:, :3] = pts_ego - np.asarray(LIDAR_MOUNT)
+    return scan
+
+
+def _write_sequence(run: _Run, si: int, bar) -> tuple[Scene, dict]:
+    """Render and write sequence ``si`` (calib.txt, times.txt, frames, poses); returns its record and its
+    synthetic.json entry."""
+    seq = f"{si:02d}"
+    sdir = run.root / "sequences" / seq
+    sdir.mkdir(parents=True, exist_ok=True)
+    world = build_world(run.seed, max(run.n_frames - 1, 1) / run.fps, ego_speed=run.ego_speed, scene_index=si)
+    smeta = {"name": seq, **world.summary(), "exposure": {}}
+    Tr = run.rig.Tr
+    calib = [f"P{c['index']}: {_row(c['P'])}" for c in run.all_cams] + [f"Tr: {_row(Tr[:3])}"]
+    (sdir / "calib.txt").write_text("\n".join(calib) + "\n")
+    (sdir / "times.txt").write_text("".join(f"{i / run.fps:.9e}\n" for i in range(run.n_frames)))
+    T_kw = None  # KITTI world (cam0 at frame 0) from the synthetic world
+    pose_rows, frames = [], []
+    lidar = LidarWindow(run.n_frames)
+    for fi in range(run.n_frames):
+        T_w_egoK = world.ego_pose(fi / run.fps) @ run.rig.T_egoS_from_egoK
+        T_w_c0 = T_w_egoK @ run.rig.T_egoK_from_cam0
+        if T_kw is None:
+            T_kw = np.linalg.inv(T_w_c0)
+        pose_rows.append(_row((T_kw @ T_w_c0)[:3]))
+        frame, gains = _write_frame(run, world, sdir, seq, fi, T_w_egoK, T_kw, lidar)
+        smeta["exposure"][frame.token] = gains
+        frames.append(frame)
+        for key, window in lidar.due(fi):
+            _write_keyframe_gt(run, world, sdir, seq, frames[key.index], key, window)
+        bar.update(1)
+    (run.root / "poses").mkdir(exist_ok=True)
+    (run.root / "poses" / f"{seq}.txt").write_text("\n".join(pose_rows) + "\n")
+    return Scene(name=seq, frames=frames), smeta
+
+
+def _write_frame(run: _Run, world, sdir: Path, seq: str, fi: int, T_w_egoK: np.ndarray, T_kw: np.ndarray,
+                 lidar: LidarWindow) -> tuple[Frame, dict[str, float]]:  # fmt: skip
+    """Render frame ``fi`` (KITTI ego pose ``T_w_egoK``): write its images, ground truth and velodyne scan,
+    keep the sweep (and a keyframe's depths) in ``lidar``; returns the frame's record and exposure gains."""
+    t = fi / run.fps
+    name = f"{fi:06d}"
+    res = render_cameras(world, run.cams, T_w_egoK, t, shadows=run.shadows)
+
+    def files(cam: dict) -> CameraFiles:
+        i = cam["index"]
+        return CameraFiles(sdir / f"image_{i}" / f"{name}.png", sdir / f"depth_{i}" / f"{name}.npy",
+                           sdir / f"semantics_{i}" / f"{name}.png")  # fmt: skip
+
+    images, gains = write_rig_images(run.root, world, t, run.cams, res, files, kitti=True)
+    T_w_egoS = world.ego_pose(t)
+    pts_egoS = render_lidar(world, T_w_egoS, t)["points_ego"].numpy().astype(np.float64)
+    (sdir / "velodyne").mkdir(exist_ok=True)
+    velodyne_scan(pts_egoS).tofile(sdir / "velodyne" / f"{name}.bin")
+    lidar.add_sweep(fi, T_w_egoS, pts_egoS)
+    key = fi % run.keyframe_every == 0
+    if key and (run.labels or run.voxels):
+        depths = {c["name"]: (res["depth"][ci], T_w_egoK) for ci, c in enumerate(run.cams)}
+        lidar.pending[fi] = Keyframe(fi, T_w_egoK, t, depths)
+    frame = Frame(token=f"{seq}_{name}", timestamp=float(f"{t:.9e}"), keyframe=key,
+                  T_world_from_ego=T_kw @ T_w_egoK, images=images)  # fmt: skip
+    return frame, gains
+
+
+def _write_keyframe_gt(run: _Run, world, sdir: Path, seq: str, frame: Frame, key: Keyframe, window) -> None:
+    """A keyframe's Occ3D labels (``gts/``) and SemanticKITTI voxels, as asked for."""
+    if run.labels:
+        op = run.root / "gts" / seq / frame.token / "labels.npz"
+        op.parent.mkdir(parents=True, exist_ok=True)
+        save_npz(op, moving_rig_labels(world, run.cams, GRIDS["occ3d"], key, window))
+        frame.occupancy_path = op
+    if run.voxels:
+        T_w_velo = key.T @ run.rig.T_egoK_from_velo
+        _write_voxels(world, sdir / "voxels", key.index, T_w_velo, key.t, window, run.lut)
 
 
 def _write_voxels(world, vdir: Path, k: int, T_w_velo: np.ndarray, t: float, sweeps, lut: np.ndarray) -> None:
@@ -276,13 +309,7 @@ def _write_voxels(world, vdir: Path, k: int, T_w_velo: np.ndarray, t: float, swe
     first: voxels no LiDAR ray of ``sweeps`` crossed or hit), semantickitti grid in the velodyne frame."""
     grid = GRIDS["semantickitti"]
     sem = occupancy(world, T_w_velo, grid, t)
-    T_vw = np.linalg.inv(T_w_velo)
-    lo = np.concatenate([np.broadcast_to(T_vw[:3, :3] @ ow + T_vw[:3, 3], pw.shape) for ow, pw in sweeps])
-    le = np.concatenate([pw @ T_vw[:3, :3].T + T_vw[:3, 3] for _, pw in sweeps])
-    seen = visibility_mask(
-        torch.from_numpy(lo.astype(np.float32)), torch.from_numpy(le.astype(np.float32)),
-        torch.ones(len(le), dtype=torch.bool), grid,
-    )  # fmt: skip
+    seen = lidar_mask(sweeps, np.linalg.inv(T_w_velo), grid)
     vdir.mkdir(parents=True, exist_ok=True)
     lut[sem].astype(np.uint16).reshape(-1).tofile(vdir / f"{k:06d}.label")
     np.packbits(seen.reshape(-1) == 0).tofile(vdir / f"{k:06d}.invalid")

@@ -40,31 +40,41 @@ poses; accuracies and status flags are constants.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
-from tqdm import tqdm
 
 from occlabel.conventions import GRIDS
-from occlabel.datasets.base import CameraImage, Frame, Scene, rigid_transform
-from occlabel.datasets.folder import MANIFEST, write_manifest
+from occlabel.datasets.base import Frame, Scene, rigid_transform
+from occlabel.datasets.folder import MANIFEST
 from occlabel.datasets.kitti import R_EGO_FROM_CV
 from occlabel.datasets.kitti_raw import IMU_HEIGHT_M, T_ego_from_imu, parse_timestamp
+from occlabel.datasets.synthetic.common import (
+    META,
+    CameraFiles,
+    Keyframe,
+    LidarWindow,
+    finish,
+    moving_rig_labels,
+    prepare_root,
+    save_npz,
+    torch_threads,
+    write_rig_images,
+    write_scenes,
+)
 from occlabel.datasets.synthetic.kitti_layout import (
     CAM0_IN_EGO,
     CAMERA_HEIGHT_M,
     CAMERA_OFFSETS,
     DEFAULT_SIZE,
     kitti_rig,
+    velodyne_scan,
 )
-from occlabel.datasets.synthetic.nuscenes_layout import _labels, prepare_root
 from occlabel.datasets.synthetic.render import LIDAR_MOUNT, render_cameras, render_lidar
-from occlabel.datasets.synthetic.world import build_world
-from occlabel.datasets.synthetic.writer import LIDAR_WINDOW, META, save_npz
+from occlabel.datasets.synthetic.world import World, build_world
 from occlabel.errors import OccLabelError
 
 FORMAT = "occlabel.synthetic-kitti-raw/1"
@@ -259,129 +269,124 @@ def synth_kitti_raw(
         )
     if drives > 9999:
         raise OccLabelError("synth --layout kitti-raw: at most 9999 drives")
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         return _write(
             Path(out).expanduser().resolve(), drives, frames, cameras, size, seed, keyframe_every, fps,
             progress, overwrite, ego_speed, shadows, labels, velodyne,
         )  # fmt: skip
-    finally:
-        torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The arguments every drive of one ``synth_kitti_raw`` call is written with."""
+
+    root: Path
+    rig: dict  # raw_rig's
+    seed: int
+    n_frames: int
+    fps: float
+    keyframe_every: int
+    ego_speed: float | None
+    shadows: bool
+    labels: bool
+    velodyne: bool
 
 
 def _write(root, n_drives, n_frames, cameras, size, seed, keyframe_every, fps, progress, overwrite, ego_speed,
            shadows, with_labels, with_velo) -> Path:  # fmt: skip
     prepare_root(root, _OUTPUTS, overwrite)
     rig = raw_rig(cameras, size)
-    cams = rig["cams"]
-    T_egoS_from_ego = rig["T_egoS_from_ego"]
-    T_e_imu = T_ego_from_imu(IMU_HEIGHT_M)
-    date_dir = root / DATE
-    date_dir.mkdir(parents=True, exist_ok=True)
-    _write_calib(date_dir, rig, size)
-    meta: dict = {
+    (root / DATE).mkdir(parents=True, exist_ok=True)
+    _write_calib(root / DATE, rig, size)
+    run = _Run(root, rig, seed, n_frames, fps, keyframe_every, ego_speed, shadows, with_labels, with_velo)
+    records, smetas = write_scenes(
+        n_drives, n_frames, "synth kitti-raw", progress, partial(_write_drive, run)
+    )
+    meta = {
         "format": FORMAT,
         "layout": "kitti-raw",
-        "cameras": [c["name"] for c in cams],
+        "cameras": [c["name"] for c in rig["cams"]],
         "size": [int(size[0]), int(size[1])],
         "seed": int(seed),
         "fps": float(fps),
         "keyframe_every": int(keyframe_every),
         "imu_height_m": IMU_HEIGHT_M,
         "origin_lat_lon_alt": list(ORIGIN_LAT_LON_ALT),
-        "scenes": [],
+        "scenes": smetas,
     }
-    records: list[Scene] = []
-    bar = tqdm(total=n_drives * n_frames, desc="synth kitti-raw", unit="frame", disable=not progress)
-    for si in range(n_drives):
-        name = f"{DATE}_drive_{si + 1:04d}"
-        ddir = date_dir / f"{name}_sync"
-        world = build_world(seed, max(n_frames - 1, 1) / fps, ego_speed=ego_speed, scene_index=si)
-        smeta = {"name": name, **world.summary(), "exposure": {}}
-        stamps = [timestamp_text(i / fps) for i in range(n_frames)]
-        dirs = ["oxts"] + [f"image_0{c['index']}" for c in cams] + (["velodyne_points"] if with_velo else [])
-        for d in dirs:
-            (ddir / d / "data").mkdir(parents=True, exist_ok=True)
-            (ddir / d / "timestamps.txt").write_text("".join(s + "\n" for s in stamps))
-        T_w_imu = []
-        frames: list[Frame] = []
-        sweeps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        pending: dict[int, dict] = {}
-        T_kw = None
-        for fi in range(n_frames):
-            t = fi / fps
-            fname = f"{fi:010d}"
-            token = f"{name}_{fname}"
-            T_wS_egoS = world.ego_pose(t)
-            T_w_ego = T_wS_egoS @ T_egoS_from_ego
-            T_w_imu.append(T_w_ego @ T_e_imu)
-            if T_kw is None:  # the OXTS world: the synthetic map frame moved to the first IMU position
-                T_kw = rigid_transform(np.eye(3), -T_w_imu[0][:3, 3])
-            res = render_cameras(world, cams, T_w_ego, t, shadows=shadows)
-            images = {}
-            smeta["exposure"][token] = {}
-            for ci, cam in enumerate(cams):
-                i = cam["index"]
-                gain = world.exposure(t, i)
-                smeta["exposure"][token][cam["name"]] = round(gain, 6)
-                rgb = (res["rgb"][ci] * gain).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-                ip = ddir / f"image_0{i}" / "data" / f"{fname}.png"
-                dp = ddir / "proj_depth" / "groundtruth" / f"image_0{i}" / f"{fname}.npy"
-                sp = ddir / "semantics" / f"image_0{i}" / f"{fname}.png"
-                for p in (dp, sp):
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                im = Image.fromarray(rgb)
-                (im.convert("L") if i in (0, 1) else im).save(ip)
-                np.save(dp, res["depth"][ci].numpy().astype(np.float32))
-                Image.fromarray(res["semantics"][ci].numpy()).save(sp)
-                images[cam["name"]] = CameraImage(
-                    camera=cam["name"], path=ip, rel_path=ip.relative_to(root).as_posix(), K=cam["K"],
-                    T_ego_from_cam=cam["T_ego_from_cam"], depth_path=dp, semantics_path=sp,
-                )  # fmt: skip
-            key = fi % keyframe_every == 0
-            if with_velo or with_labels:
-                lid = render_lidar(world, T_wS_egoS, t)
-                pts_egoS = lid["points_ego"].numpy().astype(np.float64)
-                if with_velo:
-                    scan = np.zeros((len(pts_egoS), 4), np.float32)
-                    scan[:, :3] = pts_egoS - np.asarray(LIDAR_MOUNT)  # velodyne: the ego's axes, at the mount
-                    scan.tofile(ddir / "velodyne_points" / "data" / f"{fname}.bin")
-                o_w = T_wS_egoS[:3, :3] @ np.asarray(LIDAR_MOUNT) + T_wS_egoS[:3, 3]
-                sweeps[fi] = (o_w, pts_egoS @ T_wS_egoS[:3, :3].T + T_wS_egoS[:3, 3])
-                sweeps.pop(fi - 2 * LIDAR_WINDOW - 1, None)
-            frames.append(
-                Frame(
-                    token=token,
-                    timestamp=parse_timestamp(stamps[fi]),
-                    keyframe=key,
-                    T_world_from_ego=T_kw @ T_w_ego,
-                    images=images,
-                )
-            )
-            if key and with_labels:
-                pending[fi] = {
-                    "T": T_w_ego,
-                    "t": t,
-                    "depths": {c["name"]: (res["depth"][ci], T_w_ego) for ci, c in enumerate(cams)},
-                }
-            for k in [k for k in pending if k + LIDAR_WINDOW <= fi or fi == n_frames - 1]:
-                p = pending.pop(k)
-                window = [
-                    sweeps[j] for j in range(max(0, k - LIDAR_WINDOW), min(n_frames, k + LIDAR_WINDOW + 1))
-                ]
-                op = root / "gts" / name / frames[k].token / "labels.npz"
-                op.parent.mkdir(parents=True, exist_ok=True)
-                save_npz(op, _labels(world, cams, GRIDS["occ3d"], p, window))
-                frames[k].occupancy_path = op
-            bar.update(1)
-        times = np.arange(n_frames) / fps
-        for fi, line in enumerate(oxts_packets(np.stack(T_w_imu), times)):
-            (ddir / "oxts" / "data" / f"{fi:010d}.txt").write_text(line + "\n")
-        records.append(Scene(name=name, frames=frames))
-        meta["scenes"].append(smeta)
-    bar.close()
-    write_manifest(root, records)
-    (root / META).write_text(json.dumps(meta, indent=1))
-    return root
+    return finish(root, records, meta)
+
+
+@dataclass
+class _Drive:
+    """One drive being written: its directory, world, timestamps and what its frames collect."""
+
+    name: str  # <date>_drive_NNNN
+    ddir: Path  # its _sync directory
+    world: World
+    stamps: list[str]  # timestamp text per frame
+    lidar: LidarWindow
+    T_w_imu: list[np.ndarray] = field(default_factory=list)  # IMU poses in the synthetic world
+    frames: list[Frame] = field(default_factory=list)
+    T_kw: np.ndarray | None = None  # the OXTS world (the map frame moved to the first IMU position)
+
+
+def _write_drive(run: _Run, si: int, bar) -> tuple[Scene, dict]:
+    """Render and write drive ``si`` (timestamps, frames, OXTS); returns its record and synthetic.json entry."""
+    name = f"{DATE}_drive_{si + 1:04d}"
+    world = build_world(run.seed, max(run.n_frames - 1, 1) / run.fps, ego_speed=run.ego_speed, scene_index=si)
+    stamps = [timestamp_text(i / run.fps) for i in range(run.n_frames)]
+    drive = _Drive(name, run.root / DATE / f"{name}_sync", world, stamps, LidarWindow(run.n_frames))
+    smeta = {"name": name, **world.summary(), "exposure": {}}
+    cams = run.rig["cams"]
+    dirs = ["oxts"] + [f"image_0{c['index']}" for c in cams] + (["velodyne_points"] if run.velodyne else [])
+    for d in dirs:
+        (drive.ddir / d / "data").mkdir(parents=True, exist_ok=True)
+        (drive.ddir / d / "timestamps.txt").write_text("".join(s + "\n" for s in stamps))
+    for fi in range(run.n_frames):
+        frame, gains = _write_frame(run, drive, fi)
+        smeta["exposure"][frame.token] = gains
+        drive.frames.append(frame)
+        for key, window in drive.lidar.due(fi):
+            op = run.root / "gts" / name / drive.frames[key.index].token / "labels.npz"
+            op.parent.mkdir(parents=True, exist_ok=True)
+            save_npz(op, moving_rig_labels(world, cams, GRIDS["occ3d"], key, window))
+            drive.frames[key.index].occupancy_path = op
+        bar.update(1)
+    times = np.arange(run.n_frames) / run.fps
+    for fi, line in enumerate(oxts_packets(np.stack(drive.T_w_imu), times)):
+        (drive.ddir / "oxts" / "data" / f"{fi:010d}.txt").write_text(line + "\n")
+    return Scene(name=name, frames=drive.frames), smeta
+
+
+def _write_frame(run: _Run, drive: _Drive, fi: int) -> tuple[Frame, dict[str, float]]:
+    """Render frame ``fi``: write its images, ground truth and velodyne scan, collect its IMU pose, keep the
+    sweep (and a keyframe's depths) in ``drive.lidar``; returns the frame's record and exposure gains."""
+    t, fname, world, ddir = fi / run.fps, f"{fi:010d}", drive.world, drive.ddir
+    T_wS_egoS = world.ego_pose(t)
+    T_w_ego = T_wS_egoS @ run.rig["T_egoS_from_ego"]
+    drive.T_w_imu.append(T_w_ego @ T_ego_from_imu(IMU_HEIGHT_M))
+    if drive.T_kw is None:
+        drive.T_kw = rigid_transform(np.eye(3), -drive.T_w_imu[0][:3, 3])
+    cams = run.rig["cams"]
+    res = render_cameras(world, cams, T_w_ego, t, shadows=run.shadows)
+
+    def files(cam: dict) -> CameraFiles:
+        i = cam["index"]
+        return CameraFiles(ddir / f"image_0{i}" / "data" / f"{fname}.png",
+                           ddir / "proj_depth" / "groundtruth" / f"image_0{i}" / f"{fname}.npy",
+                           ddir / "semantics" / f"image_0{i}" / f"{fname}.png")  # fmt: skip
+
+    images, gains = write_rig_images(run.root, world, t, cams, res, files, kitti=True)
+    key = fi % run.keyframe_every == 0
+    if run.velodyne or run.labels:
+        pts_egoS = render_lidar(world, T_wS_egoS, t)["points_ego"].numpy().astype(np.float64)
+        if run.velodyne:
+            velodyne_scan(pts_egoS).tofile(ddir / "velodyne_points" / "data" / f"{fname}.bin")
+        drive.lidar.add_sweep(fi, T_wS_egoS, pts_egoS)
+    if key and run.labels:
+        depths = {c["name"]: (res["depth"][ci], T_w_ego) for ci, c in enumerate(cams)}
+        drive.lidar.pending[fi] = Keyframe(fi, T_w_ego, t, depths)
+    frame = Frame(token=f"{drive.name}_{fname}", timestamp=parse_timestamp(drive.stamps[fi]), keyframe=key,
+                  T_world_from_ego=drive.T_kw @ T_w_ego, images=images)  # fmt: skip
+    return frame, gains

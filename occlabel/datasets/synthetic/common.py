@@ -93,8 +93,8 @@ class CameraFiles:
     def write(
         self, rgb: np.ndarray, depth: torch.Tensor, semantics: torch.Tensor, grey: bool = False, **save
     ):
-        """Write the image (``rgb`` uint8 ``[H x W x 3]``; ``grey``: as 8-bit luminance; ``save``: PIL options),
-        the depth ``[H x W]`` and the semantics ``[H x W]``."""
+        """Write the image (``rgb`` uint8 ``[H x W x 3]``; ``grey``: as 8-bit luminance; ``save``: PIL
+        options), the depth ``[H x W]`` and the semantics ``[H x W]``."""
         for p in (self.image, self.depth, self.semantics):
             p.parent.mkdir(parents=True, exist_ok=True)
         im = Image.fromarray(rgb)
@@ -105,8 +105,9 @@ class CameraFiles:
     def record(self, root: Path, cam: dict, **extra) -> CameraImage:
         """The folder-format record of this image (``extra``: further CameraImage fields)."""
         return CameraImage(
-            camera=cam["name"], path=self.image, rel_path=self.image.relative_to(root).as_posix(), K=cam["K"],
-            T_ego_from_cam=cam["T_ego_from_cam"], depth_path=self.depth, semantics_path=self.semantics, **extra,
+            camera=cam["name"], path=self.image, rel_path=self.image.relative_to(root).as_posix(),
+            K=cam["K"], T_ego_from_cam=cam["T_ego_from_cam"], depth_path=self.depth,
+            semantics_path=self.semantics, **extra,
         )  # fmt: skip
 
 

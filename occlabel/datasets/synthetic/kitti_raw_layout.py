@@ -332,7 +332,8 @@ class _Drive:
 
 
 def _write_drive(run: _Run, si: int, bar) -> tuple[Scene, dict]:
-    """Render and write drive ``si`` (timestamps, frames, OXTS); returns its record and synthetic.json entry."""
+    """Render and write drive ``si`` (timestamps, frames, OXTS); returns its record and its synthetic.json
+    entry."""
     name = f"{DATE}_drive_{si + 1:04d}"
     world = build_world(run.seed, max(run.n_frames - 1, 1) / run.fps, ego_speed=run.ego_speed, scene_index=si)
     stamps = [timestamp_text(i / run.fps) for i in range(run.n_frames)]

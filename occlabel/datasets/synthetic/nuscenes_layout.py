@@ -28,30 +28,33 @@ from ``BASE_US`` (scene i starts 100 s after scene i - 1). Scenes take the names
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from tqdm import tqdm
 
 from occlabel.conventions import GRIDS
-from occlabel.datasets.base import (
-    CameraImage,
-    Frame,
-    Scene,
-    quaternion_from_rotation,
-    rigid_transform,
+from occlabel.datasets.base import CameraImage, Frame, Scene, rigid_transform
+from occlabel.datasets.folder import MANIFEST
+from occlabel.datasets.synthetic.common import (
+    META,
+    CameraFiles,
+    Keyframe,
+    LidarWindow,
+    exposed,
+    finish,
+    moving_rig_labels,
+    prepare_root,
+    save_npz,
+    torch_threads,
+    write_scenes,
 )
-from occlabel.datasets.folder import MANIFEST, write_manifest
-from occlabel.datasets.synthetic.occupancy import occupancy, visibility_mask
+from occlabel.datasets.synthetic.nuscenes_tables import Tables, pose_record, sample_data, token
 from occlabel.datasets.synthetic.render import LIDAR_MOUNT, render_cameras, render_lidar
 from occlabel.datasets.synthetic.rigs import DEFAULT_SIZE, make_rig
-from occlabel.datasets.synthetic.world import build_world
-from occlabel.datasets.synthetic.writer import LIDAR_WINDOW, META, camera_rays_ego, save_npz
+from occlabel.datasets.synthetic.world import World, build_world
 from occlabel.errors import OccLabelError
 
 FORMAT = "occlabel.synthetic-nuscenes/1"
@@ -78,35 +81,6 @@ MINI_SCENES = (
 )  # fmt: skip
 LOCATION = "singapore-onenorth"
 _OUTPUTS = (VERSION, "samples", "sweeps", "maps", "gts", "occlabel_gt", MANIFEST, META)
-
-
-def _token(*parts) -> str:
-    return hashlib.md5("/".join(map(str, parts)).encode()).hexdigest()
-
-
-def _pose_record(token: str, T: np.ndarray, **extra) -> dict:
-    q = quaternion_from_rotation(T[:3, :3])
-    return {
-        "token": token,
-        **extra,
-        "rotation": [float(v) for v in q],
-        "translation": [float(v) for v in T[:3, 3]],
-    }
-
-
-def prepare_root(root: Path, outputs: tuple[str, ...], overwrite: bool) -> None:
-    """Create ``root``; a dataset already there (any of ``outputs``) is replaced only with ``overwrite``."""
-    if root.exists() and not root.is_dir():
-        raise OccLabelError(f"{root}: exists and is not a directory")
-    ours = [root / n for n in outputs if (root / n).exists()]
-    if ours:
-        if not overwrite:
-            raise OccLabelError(
-                f"{root}: already holds a dataset; pass overwrite=True (--overwrite) to replace it"
-            )
-        for p in ours:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    root.mkdir(parents=True, exist_ok=True)
 
 
 def synth_nuscenes(
@@ -153,55 +127,44 @@ def synth_nuscenes(
         raise OccLabelError(
             "synth --layout nuscenes: fps too high for the cameras' firing offsets (at most 14 Hz)"
         )
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         return _write(
             Path(out).expanduser().resolve(), scenes, frames, rig, size, seed, keyframe_every, fps, progress,
             overwrite, ego_speed, shadows, labels,
         )  # fmt: skip
-    finally:
-        torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The arguments every scene of one ``synth_nuscenes`` call is written with, and the tables."""
+
+    root: Path
+    cams: list[dict]
+    size: tuple[int, int]  # (width, height)
+    seed: int
+    n_frames: int
+    fps: float
+    keyframe_every: int
+    ego_speed: float | None
+    shadows: bool
+    labels: bool
+    tables: Tables
+    calib_tok: dict[str, str]  # channel -> calibrated_sensor token
 
 
 def _write(root, n_scenes, n_frames, rig, size, seed, keyframe_every, fps, progress, overwrite, ego_speed,
            shadows, with_labels) -> Path:  # fmt: skip
     prepare_root(root, _OUTPUTS, overwrite)
     cams = make_rig(rig, size)
+    tables = Tables()
+    calib_tok = tables.add_sensors(seed, cams, T_EGO_FROM_LIDAR)
+    tables.add_map(root, seed)
     W, H = int(size[0]), int(size[1])
-    grid = GRIDS["occ3d"]
-    tables: dict[str, list[dict]] = {
-        k: []
-        for k in (
-            "scene", "sample", "sample_data", "ego_pose", "calibrated_sensor", "sensor", "log", "map",
-            "category", "attribute", "visibility", "instance", "sample_annotation",
-        )
-    }  # fmt: skip
-    channels = [c["name"] for c in cams] + ["LIDAR_TOP"]
-    sensor_tok = {ch: _token(seed, "sensor", ch) for ch in channels}
-    calib_tok = {ch: _token(seed, "calibrated_sensor", ch) for ch in channels}
-    for ch in channels:
-        tables["sensor"].append(
-            {"token": sensor_tok[ch], "channel": ch, "modality": "lidar" if ch == "LIDAR_TOP" else "camera"}
-        )
-    for c in cams:
-        tables["calibrated_sensor"].append(
-            _pose_record(calib_tok[c["name"]], c["T_ego_from_cam"], sensor_token=sensor_tok[c["name"]])
-            | {"camera_intrinsic": np.asarray(c["K"]).tolist()}
-        )
-    tables["calibrated_sensor"].append(
-        _pose_record(calib_tok["LIDAR_TOP"], T_EGO_FROM_LIDAR, sensor_token=sensor_tok["LIDAR_TOP"])
-        | {"camera_intrinsic": []}
-    )
-    map_tok = _token(seed, "map")
-    (root / "maps").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.zeros((1, 1), np.uint8)).save(root / "maps" / f"{map_tok}.png")
-    tables["map"].append(
-        {"token": map_tok, "log_tokens": [], "category": "semantic_prior", "filename": f"maps/{map_tok}.png"}
-    )
-
-    meta: dict = {
+    run = _Run(root, cams, (W, H), seed, n_frames, fps, keyframe_every, ego_speed, shadows, with_labels,
+               tables,
+               calib_tok)  # fmt: skip
+    records, smetas = write_scenes(n_scenes, n_frames, "synth nuscenes", progress, partial(_write_scene, run))
+    meta = {
         "format": FORMAT,
         "layout": "nuscenes",
         "version": VERSION,
@@ -212,224 +175,154 @@ def _write(root, n_scenes, n_frames, rig, size, seed, keyframe_every, fps, progr
         "keyframe_every": int(keyframe_every),
         "camera_offset_us": {c["name"]: CAMERA_OFFSET_US[c["name"]] for c in cams},
         "lidar_offset_us": LIDAR_OFFSET_US,
-        "grid": grid.to_dict(),
-        "scenes": [],
+        "grid": GRIDS["occ3d"].to_dict(),
+        "scenes": smetas,
     }
-    records: list[Scene] = []
-    bar = tqdm(total=n_scenes * n_frames, desc="synth nuscenes", unit="frame", disable=not progress)
-    for si in range(n_scenes):
-        name = MINI_SCENES[si]
-        log_tok = _token(seed, "log", si)
-        logfile = f"n015-2018-07-{si + 10:02d}-11-22-45+0800"
-        tables["log"].append(
-            {
-                "token": log_tok,
-                "logfile": logfile,
-                "vehicle": "n015",
-                "date_captured": f"2018-07-{si + 10:02d}",
-                "location": LOCATION,
-            }
-        )
-        tables["map"][0]["log_tokens"].append(log_tok)
-        base = BASE_US + si * 100_000_000
-        world = build_world(seed, max(n_frames - 1, 1) / fps + 0.1, ego_speed=ego_speed, scene_index=si)
-        scene_tok = _token(seed, "scene", si)
-        smeta = {"name": name, **world.summary(), "exposure": {}}
-        key_idx = list(range(0, n_frames, keyframe_every))
-        sample_tok = {i: _token(seed, "sample", si, i) for i in key_idx}
-
-        # a sweep belongs to the nearest sample (the earlier one on a tie)
-        owner = {
-            i: sample_tok[key_idx[min(round(i / keyframe_every), len(key_idx) - 1)]] for i in range(n_frames)
-        }
-
-        prev_sd: dict[str, dict] = {}
-        frames: list[Frame] = []
-        sweeps: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> (lidar origin, points), world frame
-        pending: dict[int, dict] = {}
-        for i in range(n_frames):
-            key = i % keyframe_every == 0
-            rel_ref = START_US + round(i * 1e6 / fps)
-            images: dict[str, CameraImage] = {}
-            folder = "samples" if key else "sweeps"
-            depths = {}
-            ftok = sample_tok[i] if key else _token(seed, "sample_data", si, i, cams[0]["name"])
-            smeta["exposure"][ftok] = {}
-            for ci, cam in enumerate(cams):
-                cn = cam["name"]
-                rel = rel_ref + CAMERA_OFFSET_US[cn]
-                t, ts = rel / 1e6, base + rel
-                T_we = world.ego_pose(t)
-                res = render_cameras(world, [cam], T_we, t, shadows=shadows)
-                gain = world.exposure(t, ci)
-                rgb = (res["rgb"][0] * gain).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-                fname = f"{logfile}__{cn}__{ts}.jpg"
-                ip = root / folder / cn / fname
-                dp = root / "occlabel_gt" / "depth" / cn / (fname[:-4] + ".npy")
-                sp = root / "occlabel_gt" / "semantics" / cn / (fname[:-4] + ".png")
-                for p in (ip, dp, sp):
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(rgb).save(ip, quality=95)
-                np.save(dp, res["depth"][0].numpy().astype(np.float32))
-                Image.fromarray(res["semantics"][0].numpy()).save(sp)
-                sd_tok = _token(seed, "sample_data", si, i, cn)
-                ep_tok = _token(seed, "ego_pose", si, i, cn)
-                tables["ego_pose"].append(_pose_record(ep_tok, T_we, timestamp=ts))
-                sd = {
-                    "token": sd_tok,
-                    "sample_token": sample_tok[i] if key else owner[i],
-                    "ego_pose_token": ep_tok,
-                    "calibrated_sensor_token": calib_tok[cn],
-                    "timestamp": ts,
-                    "fileformat": "jpg",
-                    "is_key_frame": key,
-                    "height": H,
-                    "width": W,
-                    "filename": ip.relative_to(root).as_posix(),
-                    "prev": "",
-                    "next": "",
-                    "occlabel_depth": dp.relative_to(root).as_posix(),
-                    "occlabel_semantics": sp.relative_to(root).as_posix(),
-                }
-                _chain(prev_sd, cn, sd, tables)
-                images[cn] = CameraImage(
-                    camera=cn, path=ip, rel_path=sd["filename"], K=cam["K"],
-                    T_ego_from_cam=cam["T_ego_from_cam"], T_world_from_ego=T_we, depth_path=dp,
-                    semantics_path=sp, timestamp=ts / 1e6,
-                )  # fmt: skip
-                if ci == 0:
-                    ref_pose, ref_ts = T_we, ts
-                depths[cn] = (res["depth"][0], T_we)
-                smeta["exposure"][ftok][cn] = round(gain, 6)
-
-            # LiDAR sweep (every frame; keyframes' go to samples/)
-            rel_l = rel_ref + LIDAR_OFFSET_US
-            t_l, ts_l = rel_l / 1e6, base + rel_l
-            T_wl = world.ego_pose(t_l)
-            pts_ego = render_lidar(world, T_wl, t_l)["points_ego"].numpy().astype(np.float64)
-            R, m = T_EGO_FROM_LIDAR[:3, :3], T_EGO_FROM_LIDAR[:3, 3]
-            pts_l = (pts_ego - m) @ R  # R^T (p - m) for row vectors
-            scan = np.zeros((len(pts_l), 5), np.float32)
-            scan[:, :3] = pts_l
-            lname = f"{logfile}__LIDAR_TOP__{ts_l}.pcd.bin"
-            lp = root / folder / "LIDAR_TOP" / lname
-            lp.parent.mkdir(parents=True, exist_ok=True)
-            scan.tofile(lp)
-            lep = _token(seed, "ego_pose", si, i, "LIDAR_TOP")
-            tables["ego_pose"].append(_pose_record(lep, T_wl, timestamp=ts_l))
-            lsd = {
-                "token": _token(seed, "sample_data", si, i, "LIDAR_TOP"),
-                "sample_token": sample_tok[i] if key else owner[i],
-                "ego_pose_token": lep,
-                "calibrated_sensor_token": calib_tok["LIDAR_TOP"],
-                "timestamp": ts_l,
-                "fileformat": "pcd",
-                "is_key_frame": key,
-                "height": 0,
-                "width": 0,
-                "filename": lp.relative_to(root).as_posix(),
-                "prev": "",
-                "next": "",
-            }
-            _chain(prev_sd, "LIDAR_TOP", lsd, tables)
-            o_w = T_wl[:3, :3] @ np.asarray(LIDAR_MOUNT) + T_wl[:3, 3]
-            sweeps[i] = (o_w, pts_ego @ T_wl[:3, :3].T + T_wl[:3, 3])
-            sweeps.pop(i - 2 * LIDAR_WINDOW - 1, None)
-
-            if key:
-                tables["sample"].append(
-                    {
-                        "token": sample_tok[i],
-                        "timestamp": ts_l,
-                        "prev": "",
-                        "next": "",
-                        "scene_token": scene_tok,
-                    }
-                )
-                if len(tables["sample"]) > 1 and tables["sample"][-2]["scene_token"] == scene_tok:
-                    tables["sample"][-2]["next"] = sample_tok[i]
-                    tables["sample"][-1]["prev"] = tables["sample"][-2]["token"]
-                frame = Frame(
-                    token=sample_tok[i],
-                    timestamp=ts_l / 1e6,
-                    keyframe=True,
-                    T_world_from_ego=T_wl,
-                    images=images,
-                )
-                if with_labels:
-                    pending[i] = {"T": T_wl, "t": t_l, "depths": depths}
-            else:
-                frame = Frame(
-                    token=ftok,
-                    timestamp=ref_ts / 1e6,
-                    keyframe=False,
-                    T_world_from_ego=ref_pose,
-                    images=images,
-                )
-            frames.append(frame)
-            for k in [k for k in pending if k + LIDAR_WINDOW <= i or i == n_frames - 1]:
-                p = pending.pop(k)
-                op = root / "gts" / name / sample_tok[k] / "labels.npz"
-                op.parent.mkdir(parents=True, exist_ok=True)
-                window = [
-                    sweeps[j] for j in range(max(0, k - LIDAR_WINDOW), min(n_frames, k + LIDAR_WINDOW + 1))
-                ]
-                save_npz(op, _labels(world, cams, grid, p, window))
-                frames[k].occupancy_path = op
-            bar.update(1)
-        tables["scene"].append(
-            {
-                "token": scene_tok,
-                "log_token": log_tok,
-                "nbr_samples": len(key_idx),
-                "first_sample_token": sample_tok[key_idx[0]],
-                "last_sample_token": sample_tok[key_idx[-1]],
-                "name": name,
-                "description": f"synthetic street, seed {seed}, scene {si}",
-            }
-        )
-        records.append(Scene(name=name, frames=frames))
-        meta["scenes"].append(smeta)
-    bar.close()
-    (root / VERSION).mkdir(parents=True, exist_ok=True)
-    for k, rows in tables.items():
-        (root / VERSION / f"{k}.json").write_text(json.dumps(rows, indent=0))
-    write_manifest(root, records)
-    (root / META).write_text(json.dumps(meta, indent=1))
-    return root
+    tables.write(root / VERSION)
+    return finish(root, records, meta)
 
 
-def _chain(prev: dict[str, dict], channel: str, sd: dict, tables: dict) -> None:
-    """Append a sample_data record and link it to the previous one of its channel (same scene)."""
-    p = prev.get(channel)
-    if (
-        p is not None
-        and p["timestamp"] < sd["timestamp"]
-        and abs(p["timestamp"] - sd["timestamp"]) < 50_000_000
-    ):
-        p["next"], sd["prev"] = sd["token"], p["token"]
-    prev[channel] = sd
-    tables["sample_data"].append(sd)
+@dataclass
+class _SceneRun:
+    """One scene being written: its names, world and sample tokens, and what its frames collect."""
+
+    si: int
+    logfile: str
+    base: int  # microseconds of the scene's time 0
+    world: World
+    token: str  # the scene's token
+    sample_tok: dict[int, str]  # keyframe index -> sample token
+    owner: dict[int, str]  # frame index -> the sample it belongs to (a sweep: the nearest, earlier on a tie)
+    lidar: LidarWindow
+    frames: list[Frame] = field(default_factory=list)
+    prev_sd: dict[str, dict] = field(default_factory=dict)  # channel -> its last sample_data record
 
 
-def _labels(world, cams, grid, key: dict, sweeps) -> dict[str, np.ndarray]:
-    """Occ3D labels of a sample in the ego frame at the LiDAR time ``key["T"]``: semantics, mask_camera
-    from each camera's depth at its own instant (moved into that frame), mask_lidar from ``sweeps``."""
-    T_L = key["T"]
-    T_LW = np.linalg.inv(T_L)
-    sem = occupancy(world, T_L, grid, key["t"])
-    rays = []
-    for cam in cams:
-        depth, T_we = key["depths"][cam["name"]]
-        rays.append(camera_rays_ego(depth, cam["K"], T_LW @ T_we @ cam["T_ego_from_cam"]))
-    o, e, h = (torch.cat(v) for v in zip(*rays, strict=True))
-    mask_cam = visibility_mask(o, e, h, grid)
-    lo = np.concatenate([np.broadcast_to(T_LW[:3, :3] @ ow + T_LW[:3, 3], pw.shape) for ow, pw in sweeps])
-    le = np.concatenate([pw @ T_LW[:3, :3].T + T_LW[:3, 3] for _, pw in sweeps])
-    mask_lidar = visibility_mask(
-        torch.from_numpy(lo.astype(np.float32)),
-        torch.from_numpy(le.astype(np.float32)),
-        torch.ones(len(le), dtype=torch.bool),
-        grid,
+def _write_scene(run: _Run, si: int, bar) -> tuple[Scene, dict]:
+    """Render and write scene ``si`` (log, frames, scene records); returns its record and its synthetic.json
+    entry."""
+    name, seed, tables = MINI_SCENES[si], run.seed, run.tables
+    log_tok = token(seed, "log", si)
+    logfile = f"n015-2018-07-{si + 10:02d}-11-22-45+0800"
+    tables.log.append({"token": log_tok, "logfile": logfile, "vehicle": "n015",
+                       "date_captured": f"2018-07-{si + 10:02d}", "location": LOCATION})  # fmt: skip
+    tables.map[0]["log_tokens"].append(log_tok)
+    world = build_world(
+        seed, max(run.n_frames - 1, 1) / run.fps + 0.1, ego_speed=run.ego_speed, scene_index=si
     )
-    return {"semantics": sem, "mask_lidar": mask_lidar, "mask_camera": mask_cam}
+    key_idx = list(range(0, run.n_frames, run.keyframe_every))
+    sample_tok = {i: token(seed, "sample", si, i) for i in key_idx}
+    owner = {
+        i: sample_tok[key_idx[min(round(i / run.keyframe_every), len(key_idx) - 1)]]
+        for i in range(run.n_frames)
+    }
+    base = BASE_US + si * 100_000_000
+    sc = _SceneRun(si, logfile, base, world, token(seed, "scene", si), sample_tok, owner,
+                   LidarWindow(run.n_frames))  # fmt: skip
+    smeta = {"name": name, **world.summary(), "exposure": {}}
+    for i in range(run.n_frames):
+        frame, gains = _write_frame(run, sc, i)
+        smeta["exposure"][frame.token] = gains
+        sc.frames.append(frame)
+        for key, window in sc.lidar.due(i):
+            op = run.root / "gts" / name / sample_tok[key.index] / "labels.npz"
+            op.parent.mkdir(parents=True, exist_ok=True)
+            save_npz(op, moving_rig_labels(world, run.cams, GRIDS["occ3d"], key, window))
+            sc.frames[key.index].occupancy_path = op
+        bar.update(1)
+    tables.scene.append({
+        "token": sc.token, "log_token": log_tok, "nbr_samples": len(key_idx),
+        "first_sample_token": sample_tok[key_idx[0]], "last_sample_token": sample_tok[key_idx[-1]],
+        "name": name, "description": f"synthetic street, seed {seed}, scene {si}",
+    })  # fmt: skip
+    return Scene(name=name, frames=sc.frames), smeta
+
+
+def _write_frame(run: _Run, sc: _SceneRun, i: int) -> tuple[Frame, dict[str, float]]:
+    """Frame ``i``: every camera at its own instant, then the LiDAR sweep; a keyframe is a sample (and waits
+    in ``sc.lidar`` for its labels). Returns the frame's record and its exposure gains."""
+    key = i % run.keyframe_every == 0
+    rel_ref = START_US + round(i * 1e6 / run.fps)
+    shots = [_write_camera(run, sc, i, ci, cam, rel_ref, key) for ci, cam in enumerate(run.cams)]
+    images = {s.image.camera: s.image for s in shots}
+    gains = {s.image.camera: round(s.gain, 6) for s in shots}
+    T_wl, t_l, ts_l = _write_lidar(run, sc, i, rel_ref, key)
+    if not key:  # a sweep: the token of its first camera's image, that camera's time and pose
+        ref, ftok = shots[0], token(run.seed, "sample_data", sc.si, i, run.cams[0]["name"])
+        T = ref.T_world_from_ego
+        frame = Frame(token=ftok, timestamp=ref.ts / 1e6, keyframe=False, T_world_from_ego=T, images=images)
+        return frame, gains
+    run.tables.add_sample(sc.sample_tok[i], ts_l, sc.token)
+    if run.labels:
+        depths = {s.image.camera: (s.depth, s.T_world_from_ego) for s in shots}
+        sc.lidar.pending[i] = Keyframe(i, T_wl, t_l, depths)
+    frame = Frame(
+        token=sc.sample_tok[i], timestamp=ts_l / 1e6, keyframe=True, T_world_from_ego=T_wl, images=images
+    )
+    return frame, gains
+
+
+@dataclass
+class _Shot:
+    """One camera image of a frame, as written."""
+
+    image: CameraImage
+    depth: torch.Tensor  # [H x W] float32 metric z-depth, NaN sky
+    T_world_from_ego: np.ndarray  # the ego pose at its instant
+    ts: int  # timestamp, microseconds
+    gain: float  # exposure gain
+
+
+def _write_camera(run: _Run, sc: _SceneRun, i: int, ci: int, cam: dict, rel_ref: int, key: bool) -> _Shot:
+    """Render camera ``cam`` of frame ``i`` at its firing instant; write its JPEG and ground truth and its
+    ego_pose and sample_data records."""
+    root, cn = run.root, cam["name"]
+    rel = rel_ref + CAMERA_OFFSET_US[cn]
+    t, ts = rel / 1e6, sc.base + rel
+    T_we = sc.world.ego_pose(t)
+    res = render_cameras(sc.world, [cam], T_we, t, shadows=run.shadows)
+    gain = sc.world.exposure(t, ci)
+    fname = f"{sc.logfile}__{cn}__{ts}.jpg"
+    files = CameraFiles(root / ("samples" if key else "sweeps") / cn / fname,
+                        root / "occlabel_gt" / "depth" / cn / (fname[:-4] + ".npy"),
+                        root / "occlabel_gt" / "semantics" / cn / (fname[:-4] + ".png"))  # fmt: skip
+    files.write(exposed(res["rgb"][0], gain), res["depth"][0], res["semantics"][0], quality=95)
+    ep_tok = token(run.seed, "ego_pose", sc.si, i, cn)
+    run.tables.ego_pose.append(pose_record(ep_tok, T_we, timestamp=ts))
+    sd = sample_data(
+        token(run.seed, "sample_data", sc.si, i, cn), sc.sample_tok[i] if key else sc.owner[i], ep_tok,
+        run.calib_tok[cn], ts, "jpg", key, run.size, files.image.relative_to(root).as_posix(),
+    ) | {
+        "occlabel_depth": files.depth.relative_to(root).as_posix(),
+        "occlabel_semantics": files.semantics.relative_to(root).as_posix(),
+    }  # fmt: skip
+    run.tables.chain(sc.prev_sd, cn, sd)
+    image = files.record(root, cam, T_world_from_ego=T_we, timestamp=ts / 1e6)
+    return _Shot(image, res["depth"][0], T_we, ts, gain)
+
+
+def _write_lidar(run: _Run, sc: _SceneRun, i: int, rel_ref: int, key: bool) -> tuple[np.ndarray, float, int]:
+    """Render frame ``i``'s LiDAR sweep; write its scan (LiDAR frame, N x 5) and its ego_pose and sample_data
+    records; keep it in ``sc.lidar``. Returns its ego pose <4, 4>, time (s) and timestamp (us)."""
+    rel_l = rel_ref + LIDAR_OFFSET_US
+    t_l, ts_l = rel_l / 1e6, sc.base + rel_l
+    T_wl = sc.world.ego_pose(t_l)
+    pts_ego = render_lidar(sc.world, T_wl, t_l)["points_ego"].numpy().astype(np.float64)
+    R, m = T_EGO_FROM_LIDAR[:3, :3], T_EGO_FROM_LIDAR[:3, 3]
+    pts_l = (pts_ego - m) @ R  # R^T (p - m) for row vectors
+    scan = np.zeros((len(pts_l), 5), np.float32)
+    scan[:, :3] = pts_l
+    lp = (
+        run.root / ("samples" if key else "sweeps") / "LIDAR_TOP" / f"{sc.logfile}__LIDAR_TOP__{ts_l}.pcd.bin"
+    )
+    lp.parent.mkdir(parents=True, exist_ok=True)
+    scan.tofile(lp)
+    lep = token(run.seed, "ego_pose", sc.si, i, "LIDAR_TOP")
+    run.tables.ego_pose.append(pose_record(lep, T_wl, timestamp=ts_l))
+    lsd = sample_data(
+        token(run.seed, "sample_data", sc.si, i, "LIDAR_TOP"), sc.sample_tok[i] if key else sc.owner[i], lep,
+        run.calib_tok["LIDAR_TOP"], ts_l, "pcd", key, (0, 0), lp.relative_to(run.root).as_posix(),
+    )  # fmt: skip
+    run.tables.chain(sc.prev_sd, "LIDAR_TOP", lsd)
+    sc.lidar.add_sweep(i, T_wl, pts_ego)
+    return T_wl, t_l, ts_l

@@ -8,6 +8,7 @@ frame, pixel centres at integer coordinates), so the returned depth is exactly w
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -123,9 +124,35 @@ def render_cameras(
         raise ValueError("render_cameras: all cameras of one call must have the same image size")
     prims = world.prims_at(t)
     o, d, pc = _cam_rays(cams, T_world_from_ego)
-    N = d.shape[0]
     C, H, W = len(cams), cams[0]["height"], cams[0]["width"]
-    # --- visibility ------------------------------------------------------------------------------------
+    h = _first_hits(world, prims, o, d, pc)
+    s = _surface_points(prims, h)
+    dpu, dpv = _footprint(prims, h, s, d, pc)
+    rgb = _radiance(world, prims, h, s, d, dpu, dpv, shadows)
+    return {
+        "rgb": rgb.clamp(0, 1).reshape(C, H, W, 3),
+        "depth": h.depth.reshape(C, H, W),
+        "semantics": h.sem.reshape(C, H, W),
+        "prim": h.prim.reshape(C, H, W),
+    }
+
+
+@dataclass
+class _Hits:
+    """First hits of N camera rays (all ``[N]`` unless said otherwise)."""
+
+    t: torch.Tensor  # ray parameter of the hit (inf: sky)
+    hit: torch.Tensor  # bool, something was hit
+    use_obj: torch.Tensor  # bool, a primitive is hit before the ground
+    prim: torch.Tensor  # long primitive index, -1 for ground or sky
+    p: torch.Tensor  # [N x 3] world point of the hit
+    ground: dict  # ground_hit's result for all rays
+    sem: torch.Tensor  # uint8 Occ3D id, SKY for sky
+    depth: torch.Tensor  # float32 metric z-depth, NaN for sky
+
+
+def _first_hits(world: World, prims, o: torch.Tensor, d: torch.Tensor, pc: list[dict]) -> _Hits:
+    """Nearest of the primitive and ground hits of rays ``o + t d`` (``[N x 3]``; d has unit camera z)."""
     pp, pr = pinhole_pairs(prims, pc)
     t_obj, prim = nearest_hit(prims, o, d, pp, pr)
     g = ground_hit(world.road, o, d)
@@ -137,50 +164,83 @@ def render_cameras(
     cls = torch.where(use_obj, prims.cls[prim.clamp(min=0)], g["cls"])
     sem = torch.where(hit, cls, torch.full_like(cls, SKY)).to(torch.uint8)
     depth = torch.where(hit, t_hit, torch.full_like(t_hit, float("nan")))
-    # --- surface description ----------------------------------------------------------------------------
-    hi = torch.nonzero(hit)[:, 0]
-    oi = hi[use_obj[hi]]
-    gi = hi[~use_obj[hi]]
+    return _Hits(t_hit, hit, use_obj, prim, p, g, sem, depth)
+
+
+@dataclass
+class _Surface:
+    """The surface at the hits: indices of hit rays ``hi``, of primitive hits ``oi`` and ground hits ``gi``;
+    ``[N x 3]`` world normal ``n_world``, point ``pl`` and normal ``nl`` in the primitive's local frame (the
+    world frame for ground), primitive ``dims`` and ``kind`` ``[N]`` (-1: not a primitive)."""
+
+    hi: torch.Tensor
+    oi: torch.Tensor
+    gi: torch.Tensor
+    n_world: torch.Tensor
+    pl: torch.Tensor
+    nl: torch.Tensor
+    dims: torch.Tensor
+    kind: torch.Tensor
+
+
+def _surface_points(prims, h: _Hits) -> _Surface:
+    """Where each ray hit: the surface's point, normal and primitive shape."""
+    N = h.t.shape[0]
+    hi = torch.nonzero(h.hit)[:, 0]
+    oi = hi[h.use_obj[hi]]
+    gi = hi[~h.use_obj[hi]]
     n_world = torch.zeros((N, 3))
-    n_world[gi] = g["n"][gi]
+    n_world[gi] = h.ground["n"][gi]
     dims = torch.zeros((N, 3))
     kind = torch.full((N,), -1, dtype=torch.long)
     pl = torch.zeros((N, 3))
     nl = torch.zeros((N, 3))
     if oi.numel():
-        pl[oi], nl[oi], n_world[oi] = surface(prims, prim[oi], p[oi])
-        dims[oi] = prims.dims[prim[oi]]
-        kind[oi] = prims.kind[prim[oi]]
-    # screen-space derivatives of the surface point (world): dp/du = t (d_u - d (n.d_u)/(n.d))
+        pl[oi], nl[oi], n_world[oi] = surface(prims, h.prim[oi], h.p[oi])
+        dims[oi] = prims.dims[h.prim[oi]]
+        kind[oi] = prims.kind[h.prim[oi]]
+    pl[gi] = h.p[gi]
+    nl[gi] = n_world[gi]
+    return _Surface(hi, oi, gi, n_world, pl, nl, dims, kind)
+
+
+def _footprint(
+    prims, h: _Hits, s: _Surface, d: torch.Tensor, pc: list[dict]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Screen-space derivatives dp/du, dp/dv ``[N x 3]`` of the surface point (metres per pixel), in the
+    primitive's local frame for primitive hits, the world frame otherwise."""
+    # world: dp/du = t (d_u - d (n.d_u)/(n.d))
+    C = len(pc)
     cam_id = torch.repeat_interleave(torch.arange(C), torch.tensor([c["n"] for c in pc]))
     R = torch.stack([c["R_wc"] for c in pc])[cam_id]  # N 3 3
     fx = torch.tensor([c["fx"] for c in pc])[cam_id]
     fy = torch.tensor([c["fy"] for c in pc])[cam_id]
     du, dv = R[:, :, 0] / fx[:, None], R[:, :, 1] / fy[:, None]
+    n_world = s.n_world
     nd = (n_world * d).sum(-1)
     nd = torch.where(nd.abs() < 0.02 * d.norm(dim=-1), -0.02 * d.norm(dim=-1), nd)
-    tt = t_hit.clamp(max=1e6)[:, None]
+    tt = h.t.clamp(max=1e6)[:, None]
     dpu = tt * (du - d * ((n_world * du).sum(-1) / nd)[:, None])
     dpv = tt * (dv - d * ((n_world * dv).sum(-1) / nd)[:, None])
-    # primitive hits: into the local frame
-    if oi.numel():
-        yaw = prims.yaw[prim[oi]]
+    oi = s.oi
+    if oi.numel():  # primitive hits: into the local frame
+        yaw = prims.yaw[h.prim[oi]]
         c_, s_ = torch.cos(yaw), torch.sin(yaw)
         for v in (dpu, dpv):
             x, y = v[oi, 0].clone(), v[oi, 1].clone()
             v[oi, 0], v[oi, 1] = c_ * x + s_ * y, -s_ * x + c_ * y
-    lu, lv = dpu.norm(dim=-1), dpv.norm(dim=-1)
-    major = torch.where((lu >= lv)[:, None], dpu, dpv)
-    minor = torch.minimum(lu, lv)
-    fp = torch.maximum(lu, lv)
-    a = torch.zeros(N)
-    b = torch.zeros(N)
-    wa = torch.zeros(N)
-    wb = torch.zeros(N)
-    zrel = torch.zeros(N)
+    return dpu, dpv
+
+
+def _pattern_coords(world: World, h: _Hits, s: _Surface, dpu: torch.Tensor, dpv: torch.Tensor):
+    """Texture coordinates ``a``, ``b`` ``[N]`` of every hit with their filter widths ``wa``, ``wb`` and the
+    height above the primitive's bottom ``zrel`` (primitives: _surface_coords; ground: road coordinates s, l,
+    kerb faces: height)."""
+    N, oi, gi, g, p = h.t.shape[0], s.oi, s.gi, h.ground, h.p
+    a, b, wa, wb, zrel = (torch.zeros(N) for _ in range(5))
     if oi.numel():
         a[oi], b[oi], wa[oi], wb[oi], zrel[oi] = _surface_coords(
-            kind[oi], pl[oi], nl[oi], dims[oi], dpu[oi], dpv[oi]
+            s.kind[oi], s.pl[oi], s.nl[oi], s.dims[oi], dpu[oi], dpv[oi]
         )
     if gi.numel():
         _, _, hd = world.road.pose(g["s"][gi])
@@ -192,9 +252,14 @@ def render_cameras(
         kb = gi[g["kerb"][gi]]
         b[kb] = p[kb, 2]
         wb[kb] = torch.sqrt(dpu[kb, 2] ** 2 + dpv[kb, 2] ** 2)
-        pl[gi] = p[gi]
-        nl[gi] = n_world[gi]
-    mat = torch.where(use_obj, prims.mat[prim.clamp(min=0)], g["mat"])
+    return a, b, wa, wb, zrel
+
+
+def _materials(world: World, prims, h: _Hits, s: _Surface):
+    """Material id, base colours ``colour``, ``colour2`` ``[N x 3]`` and texture id of every hit (ground:
+    the world's ground colours, texture 1000 + material)."""
+    N, oi, gi, prim = h.t.shape[0], s.oi, s.gi, h.prim
+    mat = torch.where(h.use_obj, prims.mat[prim.clamp(min=0)], h.ground["mat"])
     colour = torch.zeros((N, 3))
     colour2 = torch.zeros((N, 3))
     tex = torch.zeros(N, dtype=torch.long)
@@ -217,41 +282,34 @@ def render_cameras(
             colour[sel] = torch.tensor(c1, dtype=torch.float32)
             colour2[sel] = torch.tensor(c2, dtype=torch.float32)
             tex[sel] = 1000 + mid
-    sf = {
-        "p": pl[hi],
-        "n": nl[hi],
-        "a": a[hi],
-        "b": b[hi],
-        "wa": wa[hi],
-        "wb": wb[hi],
-        "major": major[hi],
-        "minor": minor[hi],
-        "fp": fp[hi],
-        "mat": mat[hi],
-        "tex": tex[hi],
-        "colour": colour[hi],
-        "colour2": colour2[hi],
-        "dims": dims[hi],
-        "zrel": zrel[hi],
-    }
+    return mat, colour, colour2, tex
+
+
+def _radiance(world: World, prims, h: _Hits, s: _Surface, d, dpu, dpv, shadows: bool) -> torch.Tensor:
+    """Radiance ``[N x 3]`` (unclamped) of every ray: band-limited albedo, sun (and shadow) shading; sky."""
+    N, hi = h.t.shape[0], s.hi
+    lu, lv = dpu.norm(dim=-1), dpv.norm(dim=-1)
+    major = torch.where((lu >= lv)[:, None], dpu, dpv)
+    minor = torch.minimum(lu, lv)
+    fp = torch.maximum(lu, lv)
+    a, b, wa, wb, zrel = _pattern_coords(world, h, s, dpu, dpv)
+    mat, colour, colour2, tex = _materials(world, prims, h, s)
+    sf = {"p": s.pl[hi], "n": s.nl[hi], "a": a[hi], "b": b[hi], "wa": wa[hi], "wb": wb[hi], "major": major[hi],
+          "minor": minor[hi], "fp": fp[hi], "mat": mat[hi], "tex": tex[hi], "colour": colour[hi],
+          "colour2": colour2[hi], "dims": s.dims[hi], "zrel": zrel[hi]}  # fmt: skip
     alb = albedo(sf, world.road)
     sun = torch.as_tensor(world.sun, dtype=torch.float32)
     lit = torch.ones(hi.numel())
     if shadows:
-        q = p[hi] + 0.03 * n_world[hi]
+        q = h.p[hi] + 0.03 * s.n_world[hi]
         lit = (~shadowed(prims, q, sun)).float()
     rgb = torch.zeros((N, 3))
-    rgb[hi] = shade(alb, n_world[hi], lit, sun, world.ambient, world.sun_k)
-    si = torch.nonzero(~hit)[:, 0]
+    rgb[hi] = shade(alb, s.n_world[hi], lit, sun, world.ambient, world.sun_k)
+    si = torch.nonzero(~h.hit)[:, 0]
     if si.numel():
         dn = d[si] / d[si].norm(dim=-1, keepdim=True)
         rgb[si] = sky(dn, sun, world.seed)
-    return {
-        "rgb": rgb.clamp(0, 1).reshape(C, H, W, 3),
-        "depth": depth.reshape(C, H, W),
-        "semantics": sem.reshape(C, H, W),
-        "prim": prim.reshape(C, H, W),
-    }
+    return rgb
 
 
 @torch.no_grad()

@@ -3,7 +3,8 @@
 ``synth(out, ...)`` renders scenes of a street and writes a folder dataset (``occlabel.json``) that
 ``occlabel.datasets.folder.load_folder`` reads back; ``synth_nuscenes`` (nuscenes_layout.py) and
 ``synth_kitti`` (kitti_layout.py) write the same world in the nuScenes and KITTI odometry layouts,
-``synth_kitti_raw`` (kitti_raw_layout.py) in the KITTI raw layout (OXTS poses). Ground truth can also be
+``synth_kitti_raw`` (kitti_raw_layout.py) in the KITTI raw layout (OXTS poses); the steps they share (camera
+image files, LiDAR sweep window, Occ3D labels of a keyframe) are in common.py. Ground truth can also be
 queried directly: ``w = build_world(seed, duration)``; ``w.ego_pose(t)``, ``w.prims_at(t)``,
 ``w.render(make_rig(...), T, t)``, ``w.occupancy(T_world_from_ego, grid, t)``, ``w.lidar(T, t)``.
 

@@ -126,7 +126,32 @@ def run(
         "depth_bits": depth_bits,
         "seed": seed,
     }
-    # per scene: the images this run wrote there (its pending frames less the skipped ones)
+    _record(cache, selected, jobs, settings, n_images, skipped, elapsed)
+    log.info("extract-2d: %d images in %.1f s -> %s", n_images, elapsed, out)
+    if skipped:
+        raise SkippedItemsError(
+            f"extract-2d: {len(skipped)} image(s) skipped, the rest is written to {out} (first: {skipped[0][1]}); "
+            "fix them and rerun the same command to fill them in",
+            skipped,
+        )
+    return out
+
+
+#: the backends of the last run with reuse_models=True: (key, (depth, semantics))
+_MODELS: dict[str, tuple[Any, Any]] = {}
+
+
+def _record(
+    cache: Cache,
+    selected: list[Scene],
+    jobs: list[_Job],
+    settings: dict[str, Any],
+    n_images: int,
+    skipped: list[tuple[str, str]],
+    elapsed: float,
+) -> None:
+    """The stage record: the run's settings and counts, and per scene the images this run wrote there (its
+    pending frames less the skipped ones)."""
     per_scene: dict[str, dict[str, Any]] = {}
     for s in selected:
         pending = sum(len(j.items) for j in jobs if j.scene == s.name)
@@ -143,18 +168,6 @@ def run(
         },
         scenes=per_scene,
     )
-    log.info("extract-2d: %d images in %.1f s -> %s", n_images, elapsed, out)
-    if skipped:
-        raise SkippedItemsError(
-            f"extract-2d: {len(skipped)} image(s) skipped, the rest is written to {out} (first: {skipped[0][1]}); "
-            "fix them and rerun the same command to fill them in",
-            skipped,
-        )
-    return out
-
-
-#: the backends of the last run with reuse_models=True: (key, (depth, semantics))
-_MODELS: dict[str, tuple[Any, Any]] = {}
 
 
 def _load_models(depth_model, dconf, semantic_model, sconf, dev, reuse: bool) -> tuple[Any, Any]:

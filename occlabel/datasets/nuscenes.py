@@ -75,12 +75,12 @@ from occlabel.datasets.nuscenes_tables import (
     _pose,
     open_tables,
     parse_options,
-    resolve_gts,
     resolve_sweeps,
     select_cameras,
     select_scenes,
     tables_dir,
 )
+from occlabel.datasets.options import gts_option
 from occlabel.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def load_nuscenes(
     by_name, names = select_scenes(nusc, version, split, scene_filter, tables, create_splits_scenes)
     cams = select_cameras(nusc, cams, cameras, tables)
     sweeps = resolve_sweeps(sweeps, root, cams)
-    gts_dir = resolve_gts(gts, root)
+    gts_dir = gts_option(gts, "nuscenes", root / "gts")
 
     reader = _Reader(nusc, tables, _Files(root, check_files), gts_dir)
     per = _sample_data_by_channel(nusc, {by_name[n]["token"] for n in names}, cams, sweeps)

@@ -200,15 +200,3 @@ def resolve_sweeps(sweeps: Any, root: Path, cams: list[str]) -> bool:
     if not isinstance(sweeps, bool):
         raise DatasetError(f"nuscenes option 'sweeps': expected true, false or auto, got {sweeps!r}")
     return sweeps
-
-
-def resolve_gts(gts: Any, root: Path) -> Path | None:
-    """The Occ3D ground-truth directory of the ``gts`` option, or None."""
-    if gts == "auto":
-        return root / "gts" if (root / "gts").is_dir() else None
-    if gts in (None, False, ""):
-        return None
-    gts_dir = Path(gts).expanduser().resolve()
-    if not gts_dir.is_dir():
-        raise DatasetError(f"nuscenes option 'gts': no such directory: {gts_dir}")
-    return gts_dir

@@ -209,53 +209,67 @@ def _stage_line(name: str, rec: dict[str, Any]) -> str:
 
 
 def format_info(info: dict[str, Any]) -> str:
-    """The text ``occlabel info`` prints."""
-    lines = []
+    """The text ``occlabel info`` prints (``info``: :func:`cache_info` or :func:`labels_info`)."""
     if info["kind"] == "cache":
-        ds = info.get("dataset") or {}
-        lines.append(f"{info['path']}: occlabel cache, {human_bytes(info['bytes'])} on disk")
+        return "\n".join(_cache_header(info) + _cache_table(info))
+    return "\n".join(_labels_header(info) + _labels_run(info) + _labels_table(info))
+
+
+def _cache_header(info: dict[str, Any]) -> list[str]:
+    """A cache's path and size, dataset, provenance, default results, and one line per 2D/calibration stage."""
+    ds = info.get("dataset") or {}
+    lines = [f"{info['path']}: occlabel cache, {human_bytes(info['bytes'])} on disk"]
+    lines.append(
+        f"  dataset          {ds.get('kind', '?')} {ds.get('root', '?')}  {ds.get('options') or ''}".rstrip()
+    )
+    lines.append(f"  created          {info.get('created') or '?'} by {_prov(info['provenance'])}")
+    lines.append(
+        f"  results          depth {info['default_depth'] or '-'}, semantics {info['default_semantics'] or '-'} (defaults)"
+    )
+    for name in ("extract_2d", "calibrate_depth"):
+        rec = info["stages"].get(name)
+        state = _stage_line(name, rec) if rec else "not run"
+        lines.append(f"  {name.replace('_', '-'):<17}{state}")
+        if rec:
+            lines.append(f"  {'':17}{_prov(rec)}")
+    return lines
+
+
+def _cache_table(info: dict[str, Any]) -> list[str]:
+    """A blank line, the scene x camera table of done counts, the totals and the size per image."""
+    lines = [""]
+    lines.append(
+        f"  {'scene':<16}{'camera':<14}{'frames':>7}{'images':>8}{'depth':>9}{'semantics':>11}{'calibrated':>12}  flagged"
+    )
+    for s in info["scenes"]:
+        for c in s["cameras"]:
+            d = max(c["depth"].values(), default=0)
+            sm = max(c["semantics"].values(), default=0)
+            flagged = ", ".join(f"{k} {v}" for k, v in c["flags"].items() if v) or "-"
+            n = c["images"]
+            cols = f"{d}/{n}".rjust(9) + f"{sm}/{n}".rjust(11) + f"{c['calibrated']}/{n}".rjust(12)
+            lines.append(f"  {s['scene']:<16}{c['camera']:<14}{s['frames']:>7}{n:>8}{cols}  {flagged}")
+    lines.append(
+        f"  {len(info['scenes'])} scene(s), {info['images']} images, "
+        f"{sum(s['keyframes'] for s in info['scenes'])} keyframes"
+    )
+    by = info["bytes_by_array"]
+    per = info["bytes_per_image"]
+    if per:
+        n = info["images"]
         lines.append(
-            f"  dataset          {ds.get('kind', '?')} {ds.get('root', '?')}  {ds.get('options') or ''}".rstrip()
+            f"  size per image {human_bytes(per)}: depth {human_bytes(by['depth'] / n)}, semantics "
+            f"{human_bytes(by['semantics'] / n)}, confidence {human_bytes(by['confidence'] / n)}, "
+            f"other {human_bytes(by['other'] / n)}"
         )
-        lines.append(f"  created          {info.get('created') or '?'} by {_prov(info['provenance'])}")
-        lines.append(
-            f"  results          depth {info['default_depth'] or '-'}, semantics {info['default_semantics'] or '-'} (defaults)"
-        )
-        for name in ("extract_2d", "calibrate_depth"):
-            rec = info["stages"].get(name)
-            state = _stage_line(name, rec) if rec else "not run"
-            lines.append(f"  {name.replace('_', '-'):<17}{state}")
-            if rec:
-                lines.append(f"  {'':17}{_prov(rec)}")
-        lines.append("")
-        lines.append(
-            f"  {'scene':<16}{'camera':<14}{'frames':>7}{'images':>8}{'depth':>9}{'semantics':>11}{'calibrated':>12}  flagged"
-        )
-        for s in info["scenes"]:
-            for c in s["cameras"]:
-                d = max(c["depth"].values(), default=0)
-                sm = max(c["semantics"].values(), default=0)
-                flagged = ", ".join(f"{k} {v}" for k, v in c["flags"].items() if v) or "-"
-                n = c["images"]
-                cols = f"{d}/{n}".rjust(9) + f"{sm}/{n}".rjust(11) + f"{c['calibrated']}/{n}".rjust(12)
-                lines.append(f"  {s['scene']:<16}{c['camera']:<14}{s['frames']:>7}{n:>8}{cols}  {flagged}")
-        lines.append(
-            f"  {len(info['scenes'])} scene(s), {info['images']} images, "
-            f"{sum(s['keyframes'] for s in info['scenes'])} keyframes"
-        )
-        by = info["bytes_by_array"]
-        per = info["bytes_per_image"]
-        if per:
-            n = info["images"]
-            lines.append(
-                f"  size per image {human_bytes(per)}: depth {human_bytes(by['depth'] / n)}, semantics "
-                f"{human_bytes(by['semantics'] / n)}, confidence {human_bytes(by['confidence'] / n)}, "
-                f"other {human_bytes(by['other'] / n)}"
-            )
-        return "\n".join(lines)
+    return lines
+
+
+def _labels_header(info: dict[str, Any]) -> list[str]:
+    """A labels store's path and size, grid, classes, source cache and keys, provenance."""
     g = info.get("grid") or {}
     shape = "x".join(map(str, g.get("shape", [])))
-    lines.append(f"{info['path']}: occlabel labels, {human_bytes(info['bytes'])} on disk")
+    lines = [f"{info['path']}: occlabel labels, {human_bytes(info['bytes'])} on disk"]
     lines.append(
         f"  grid             {g.get('name', '?')} {shape} @ {g.get('voxel_size', '?')} m, {g.get('frame', '?')} frame, "
         f"range {g.get('lower')} .. {g.get('upper')}"
@@ -270,6 +284,12 @@ def format_info(info: dict[str, Any]) -> str:
     lines.append(
         f"  created          {info.get('created') or '?'}; last written by {_prov(info['provenance'])}"
     )
+    return lines
+
+
+def _labels_run(info: dict[str, Any]) -> list[str]:
+    """The last voxelize run (keyframes, seconds, rate) when recorded, and the evaluation or "not run"."""
+    lines = []
     st = info.get("stats") or {}
     if st:
         sec = st.get("seconds") or {}
@@ -291,8 +311,12 @@ def format_info(info: dict[str, Any]) -> str:
         )
     else:
         lines.append("  evaluation       not run")
-    lines.append("")
-    lines.append(f"  {'scene':<20}{'samples':>9}{'done':>7}")
+    return lines
+
+
+def _labels_table(info: dict[str, Any]) -> list[str]:
+    """A blank line, samples done per scene, the total and the size per sample by array."""
+    lines = ["", f"  {'scene':<20}{'samples':>9}{'done':>7}"]
     for s in info["scenes"]:
         lines.append(f"  {s['scene']:<20}{s['samples']:>9}{s['done']:>7}")
     lines.append(f"  {len(info['scenes'])} scene(s), {info['samples']} samples done")
@@ -303,7 +327,7 @@ def format_info(info: dict[str, Any]) -> str:
             f"  size per sample {human_bytes(info['bytes_per_sample'])}: "
             + ", ".join(f"{k} {human_bytes(v / n)}" for k, v in by.items())
         )
-    return "\n".join(lines)
+    return lines
 
 
 __all__ = [

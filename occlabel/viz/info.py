@@ -65,8 +65,7 @@ def labels_array_bytes(path: str | Path) -> dict[str, int]:
 
 def cache_info(path: str | Path) -> dict[str, Any]:
     """Scenes, cameras, frames and what every stage has done in a CACHE.zarr, plus provenance and sizes."""
-    from occlabel.errors import StoreError
-    from occlabel.store.cache import CALIBRATION_CUES, FLAGS, open_cache
+    from occlabel.store.cache import open_cache
 
     path = Path(path)
     cache = open_cache(path)
@@ -77,31 +76,7 @@ def cache_info(path: str | Path) -> dict[str, Any]:
         smeta = cache.scene_meta(s)
         cams = []
         for c in cache.cameras(s):
-            geo = cache.geometry(s, c)
-            present = geo["present"].astype(bool)
-            row: dict[str, Any] = {"camera": c, "images": int(present.sum())}
-            cm = cache.camera_meta(s, c)
-            row["size"] = [cm.get("width"), cm.get("height")]
-            row["depth"] = {
-                k: int((cache.depth_done(s, c, k).astype(bool) & present).sum())
-                for k in cache.depth_keys(s, c)
-            }
-            row["semantics"] = {
-                k: int((cache.semantics_done(s, c, k).astype(bool) & present).sum())
-                for k in cache.semantic_keys(s, c)
-            }
-            row["calibrated"] = 0
-            row["flags"] = {}
-            row["cues"] = {}
-            try:
-                cal = cache.read_calibration(s, c)
-                done = cal["done"].astype(bool) & present
-                row["calibrated"] = int(done.sum())
-                row["flags"] = {k: int(((cal["flags"] & bit) > 0)[done].sum()) for k, bit in FLAGS.items()}
-                if "cue" in cal:
-                    row["cues"] = {k: int((cal["cue"] == v)[done].sum()) for k, v in CALIBRATION_CUES.items()}
-            except StoreError:
-                pass
+            row = _camera_row(cache, s, c)
             n_images += row["images"]
             cams.append(row)
         scenes.append(
@@ -130,6 +105,39 @@ def cache_info(path: str | Path) -> dict[str, Any]:
         "bytes_by_array": cache_array_bytes(path),
         "bytes_per_image": total / n_images if n_images else None,
     }
+
+
+def _camera_row(cache, s: str, c: str) -> dict[str, Any]:
+    """One camera of a cache scene for :func:`cache_info`: images present, size, depth / semantics done per
+    key, frames calibrated, flag and cue counts (zeros when never calibrated)."""
+    from occlabel.errors import StoreError
+    from occlabel.store.cache import CALIBRATION_CUES, FLAGS
+
+    geo = cache.geometry(s, c)
+    present = geo["present"].astype(bool)
+    row: dict[str, Any] = {"camera": c, "images": int(present.sum())}
+    cm = cache.camera_meta(s, c)
+    row["size"] = [cm.get("width"), cm.get("height")]
+    row["depth"] = {
+        k: int((cache.depth_done(s, c, k).astype(bool) & present).sum()) for k in cache.depth_keys(s, c)
+    }
+    row["semantics"] = {
+        k: int((cache.semantics_done(s, c, k).astype(bool) & present).sum())
+        for k in cache.semantic_keys(s, c)
+    }
+    row["calibrated"] = 0
+    row["flags"] = {}
+    row["cues"] = {}
+    try:
+        cal = cache.read_calibration(s, c)
+        done = cal["done"].astype(bool) & present
+        row["calibrated"] = int(done.sum())
+        row["flags"] = {k: int(((cal["flags"] & bit) > 0)[done].sum()) for k, bit in FLAGS.items()}
+        if "cue" in cal:
+            row["cues"] = {k: int((cal["cue"] == v)[done].sum()) for k, v in CALIBRATION_CUES.items()}
+    except StoreError:
+        pass
+    return row
 
 
 def labels_info(path: str | Path) -> dict[str, Any]:

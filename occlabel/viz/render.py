@@ -193,12 +193,7 @@ def render_oblique(
     view = _view_axes(T_ego_from_grid, azimuth_deg, elevation_deg)
     lower, upper = np.array(grid.lower), np.array(grid.upper)
     centre = (lower + upper) / 2
-    if frame_points is None:
-        frame_points = occupied_points(sem, grid, free)
-    pts = np.asarray(frame_points, np.float64).reshape(-1, 3)
-    if not len(pts):  # nothing occupied: the whole grid
-        pts = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
-        pts = lower + pts * (upper - lower)
+    pts = _framed_points(frame_points if frame_points is not None else occupied_points(sem, grid, free), grid)
     plane = _image_plane(view, pts - centre, vs, width, aspect)
     uu, vv = np.meshgrid(plane.cols, plane.rows)
     depth = np.linalg.norm(upper - lower)
@@ -215,6 +210,17 @@ def render_oblique(
         edge = _edge_pixels(o_idx[ok] + d_idx[ok] * t[ok, None], axis[ok])
     img[ok] = _shade(colours, axis[ok], edge)
     return img.reshape(plane.height, width, 3)
+
+
+def _framed_points(frame_points: np.ndarray, grid: VoxelGrid) -> np.ndarray:
+    """<np.float64: N, 3> the points a view frames (grid frame, metres): ``frame_points``, or the grid's
+    eight corners when there are none."""
+    pts = np.asarray(frame_points, np.float64).reshape(-1, 3)
+    if not len(pts):  # nothing occupied: the whole grid
+        lower, upper = np.array(grid.lower), np.array(grid.upper)
+        pts = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+        pts = lower + pts * (upper - lower)
+    return pts
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,80 +195,61 @@ def load_dgp(
     return Dataset(kind="dgp", root=root, scenes=out, options=options)
 
 
+@dataclass
+class _SceneFiles:
+    """Where one scene's files are: its directory, the dataset base (``rel_path``s are relative to it),
+    whether image files are checked (one listing per directory, cached), and the LiDAR depth directory."""
+
+    scene_dir: Path
+    base: Path
+    check: bool
+    depth_dir: Path | None
+    listing: dict[Path, set[str]] = field(default_factory=dict)
+
+    def require(self, path: Path, where: str) -> None:
+        """A DatasetError naming ``where`` when checking files and ``path`` is not there."""
+        if not self.check:
+            return
+        d_ = path.parent
+        if d_ not in self.listing:
+            self.listing[d_] = {q.name for q in d_.iterdir()} if d_.is_dir() else set()
+        if path.name not in self.listing[d_]:
+            raise DatasetError(f"{where}: file not found: {path}")
+
+
+@dataclass(frozen=True)
+class _Lidar:
+    """A sample's point cloud: the ego pose it gives, its file, extrinsic and the frame meta it adds.
+
+    Attributes:
+        T_world_from_ego: <np.float64: 4, 4> at the sweep's time. path: the scan file.
+        T_ego_from_lidar: <np.float64: 4, 4>. meta: lidar name, datum key, time (s), point format, boxes.
+    """
+
+    T_world_from_ego: np.ndarray
+    path: Path
+    T_ego_from_lidar: np.ndarray
+    meta: dict[str, Any]
+
+
 def _build_scene(
     p: dict[str, Any], cams: list[str], base: Path, check: bool, depth_dir: Path | None
 ) -> Scene:
-    scene_dir = p["path"].parent
-    listing: dict[Path, set[str]] = {}
+    """The Scene of a parsed scene (``parse_scene``): one keyframe per sample that has a selected camera."""
+    files = _SceneFiles(scene_dir=p["path"].parent, base=base, check=check, depth_dir=depth_dir)
     frames = []
     for s in p["samples"]:
         where = f"scene {p['name']}, sample at {s['t_us']} us"
         lidar = next(((n, d) for n, (k, d) in s["datums"].items() if k == "point_cloud"), None)
-        images = {}
-        for c in cams:
-            if c not in s["datums"]:
-                continue
-            kind, d = s["datums"][c]
-            img = d["datum"]["image"]
-            cal = s["calib"].get(c)
-            if cal is None or cal["K"] is None:
-                raise DatasetError(f"{where}: camera {c} has no intrinsics in calibration {s['calib_key']}")
-            fn = img.get("filename")
-            if not fn:
-                raise DatasetError(f"{where}: camera {c} datum has no filename")
-            path = scene_dir / fn
-            if check:
-                d_ = path.parent
-                if d_ not in listing:
-                    listing[d_] = {q.name for q in d_.iterdir()} if d_.is_dir() else set()
-                if path.name not in listing[d_]:
-                    raise DatasetError(f"{where}, camera {c}: file not found: {path}")
-            T_wc = pose_matrix(img.get("pose"), f"{where}, camera {c} datum {d['key']}")
-            T_ec = cal["T_body_from_sensor"]
-            for T, what in ((T_wc, "pose"), (T_ec, "extrinsic")):
-                if not is_rigid(T):
-                    raise DatasetError(f"{where}, camera {c}: {what} is not a rigid transform")
-            im = CameraImage(
-                camera=c,
-                path=path,
-                rel_path=path.relative_to(base).as_posix() if path.is_relative_to(base) else fn,
-                K=cal["K"],
-                T_ego_from_cam=T_ec,
-                T_world_from_ego=T_wc @ np.linalg.inv(T_ec),
-                timestamp=parse_timestamp_us(d["id"]["timestamp"]) / 1e6,
-                meta={"datum_key": d["key"], "calibration_key": s["calib_key"],
-                      "image_size": [img.get("width"), img.get("height")]},
-            )  # fmt: skip
-            if depth_dir is not None and lidar is not None:
-                im = replace(im, depth_path=depth_file(depth_dir, p["name"], im, lidar[1]["key"]))
-            images[c] = im
+        images = {c: _image(p, s, c, where, files, lidar) for c in cams if c in s["datums"]}
         if not images:
             continue
         meta: dict[str, Any] = {"scene": p["name"], "sample_index": s["index"]}
         lidar_path, T_el = None, None
         if lidar is not None:
-            n, d = lidar
-            pc = d["datum"]["point_cloud"]
-            cal = s["calib"].get(n)
-            if cal is None:
-                raise DatasetError(
-                    f"{where}: point cloud {n} has no extrinsics in calibration {s['calib_key']}"
-                )
-            T_el = cal["T_body_from_sensor"]
-            T_we = pose_matrix(pc.get("pose"), f"{where}, point cloud {n} datum {d['key']}") @ np.linalg.inv(
-                T_el
-            )
-            if not pc.get("filename"):
-                raise DatasetError(f"{where}: point cloud {n} datum has no filename")
-            lidar_path = scene_dir / pc["filename"]
-            t_l = parse_timestamp_us(d["id"]["timestamp"]) / 1e6
-            meta.update({"lidar": n, "lidar_datum_key": d["key"], "lidar_timestamp": t_l,
-                         "point_format": pc.get("point_format") or pc.get("point_fields") or []})  # fmt: skip
-            boxes = pc.get("annotations", {}).get(str(BOUNDING_BOX_3D))
-            if boxes:
-                meta["boxes_3d"] = str(scene_dir / boxes)
-                if p["ontology"] is not None:
-                    meta["boxes_ontology"] = str(p["ontology"])
+            pc = _lidar(p, s, lidar, where, files.scene_dir)
+            T_we, lidar_path, T_el = pc.T_world_from_ego, pc.path, pc.T_ego_from_lidar
+            meta.update(pc.meta)
         else:
             first = next(iter(images.values()))
             T_we = first.T_world_from_ego
@@ -288,3 +269,59 @@ def _build_scene(
     if not frames:
         raise DatasetError(f"scene {p['name']}: no sample has an image of the selected cameras")
     return Scene(name=p["name"], frames=frames, meta=p["meta"])
+
+
+def _image(p: dict, s: dict, c: str, where: str, files: _SceneFiles, lidar: tuple | None) -> CameraImage:
+    """Camera ``c``'s image of sample ``s``: K, extrinsic, its own ego pose and time, the LiDAR depth file."""
+    _, d = s["datums"][c]
+    img = d["datum"]["image"]
+    cal = s["calib"].get(c)
+    if cal is None or cal["K"] is None:
+        raise DatasetError(f"{where}: camera {c} has no intrinsics in calibration {s['calib_key']}")
+    fn = img.get("filename")
+    if not fn:
+        raise DatasetError(f"{where}: camera {c} datum has no filename")
+    path = files.scene_dir / fn
+    files.require(path, f"{where}, camera {c}")
+    T_wc = pose_matrix(img.get("pose"), f"{where}, camera {c} datum {d['key']}")
+    T_ec = cal["T_body_from_sensor"]
+    for T, what in ((T_wc, "pose"), (T_ec, "extrinsic")):
+        if not is_rigid(T):
+            raise DatasetError(f"{where}, camera {c}: {what} is not a rigid transform")
+    base = files.base
+    im = CameraImage(
+        camera=c,
+        path=path,
+        rel_path=path.relative_to(base).as_posix() if path.is_relative_to(base) else fn,
+        K=cal["K"],
+        T_ego_from_cam=T_ec,
+        T_world_from_ego=T_wc @ np.linalg.inv(T_ec),
+        timestamp=parse_timestamp_us(d["id"]["timestamp"]) / 1e6,
+        meta={"datum_key": d["key"], "calibration_key": s["calib_key"],
+              "image_size": [img.get("width"), img.get("height")]},
+    )  # fmt: skip
+    if files.depth_dir is not None and lidar is not None:
+        im = replace(im, depth_path=depth_file(files.depth_dir, p["name"], im, lidar[1]["key"]))
+    return im
+
+
+def _lidar(p: dict, s: dict, lidar: tuple[str, dict], where: str, scene_dir: Path) -> _Lidar:
+    """The point cloud datum ``lidar`` = (name, datum) of sample ``s`` (pose, file, 3D boxes)."""
+    n, d = lidar
+    pc = d["datum"]["point_cloud"]
+    cal = s["calib"].get(n)
+    if cal is None:
+        raise DatasetError(f"{where}: point cloud {n} has no extrinsics in calibration {s['calib_key']}")
+    T_el = cal["T_body_from_sensor"]
+    T_we = pose_matrix(pc.get("pose"), f"{where}, point cloud {n} datum {d['key']}") @ np.linalg.inv(T_el)
+    if not pc.get("filename"):
+        raise DatasetError(f"{where}: point cloud {n} datum has no filename")
+    t_l = parse_timestamp_us(d["id"]["timestamp"]) / 1e6
+    meta = {"lidar": n, "lidar_datum_key": d["key"], "lidar_timestamp": t_l,
+            "point_format": pc.get("point_format") or pc.get("point_fields") or []}  # fmt: skip
+    boxes = pc.get("annotations", {}).get(str(BOUNDING_BOX_3D))
+    if boxes:
+        meta["boxes_3d"] = str(scene_dir / boxes)
+        if p["ontology"] is not None:
+            meta["boxes_ontology"] = str(p["ontology"])
+    return _Lidar(T_world_from_ego=T_we, path=scene_dir / pc["filename"], T_ego_from_lidar=T_el, meta=meta)

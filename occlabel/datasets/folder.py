@@ -23,6 +23,7 @@ names the scene, frame and field at fault.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,23 @@ def load_folder(root: str | Path, check_files: bool = True) -> Dataset:
     """
     root = Path(root).expanduser().resolve()
     mpath = root / MANIFEST
+    scenes_doc = _read_manifest(root, mpath)
+    ctx = _Manifest(root=root, path=mpath, check=check_files)
+    scenes: list[Scene] = []
+    names: set[str] = set()
+    for si, sd in enumerate(scenes_doc):
+        sname = sd.get("name") if isinstance(sd, dict) else None
+        if not isinstance(sname, str) or not sname or "/" in sname:
+            raise DatasetError(f"{mpath}: scene #{si}: field 'name' must be a non-empty string without '/'")
+        if sname in names:
+            raise DatasetError(f"{mpath}: scene {sname!r} appears twice")
+        names.add(sname)
+        scenes.append(_scene(ctx, sname, sd))
+    return Dataset(kind="folder", root=root, scenes=scenes, options={})
+
+
+def _read_manifest(root: Path, mpath: Path) -> list:
+    """The manifest's ``scenes`` list, after checking the file, its JSON and its ``format``."""
     if not mpath.is_file():
         raise DatasetError(f"{root}: no {MANIFEST} manifest (see docs/datasets.md for the folder format)")
     try:
@@ -115,100 +133,104 @@ def load_folder(root: str | Path, check_files: bool = True) -> Dataset:
     scenes_doc = doc.get("scenes")
     if not isinstance(scenes_doc, list) or not scenes_doc:
         raise DatasetError(f"{mpath}: field 'scenes' must be a non-empty list")
+    return scenes_doc
 
-    scenes: list[Scene] = []
-    names: set[str] = set()
-    tokens: set[str] = set()
-    for si, sd in enumerate(scenes_doc):
-        sname = sd.get("name") if isinstance(sd, dict) else None
-        if not isinstance(sname, str) or not sname or "/" in sname:
-            raise DatasetError(f"{mpath}: scene #{si}: field 'name' must be a non-empty string without '/'")
-        if sname in names:
-            raise DatasetError(f"{mpath}: scene {sname!r} appears twice")
-        names.add(sname)
-        frames_doc = sd.get("frames")
-        if not isinstance(frames_doc, list) or not frames_doc:
-            raise DatasetError(f"{mpath}: {_where(sname, field='frames')}: must be a non-empty list")
-        frames: list[Frame] = []
-        for fi, fd in enumerate(frames_doc):
-            if not isinstance(fd, dict):
-                raise DatasetError(f"{mpath}: {_where(sname, f'#{fi}')}: must be an object")
-            token = fd.get("token")
-            if not isinstance(token, str) or not token or "/" in token:
-                raise DatasetError(
-                    f"{mpath}: {_where(sname, f'#{fi}', 'token')}: must be a non-empty string without '/'"
-                )
-            if token in tokens:
-                raise DatasetError(f"{mpath}: {_where(sname, token, 'token')}: duplicate token")
-            tokens.add(token)
-            w = partial(_at, mpath, sname, token)
-            ts = fd.get("timestamp")
-            if not isinstance(ts, int | float) or isinstance(ts, bool):
-                raise DatasetError(f"{w('timestamp')}: must be a number (seconds)")
-            if frames and ts <= frames[-1].timestamp:
-                raise DatasetError(f"{w('timestamp')}: frames must be in increasing time order")
-            key = fd.get("keyframe", False)
-            if not isinstance(key, bool):
-                raise DatasetError(f"{w('keyframe')}: must be true or false")
-            if "T_world_from_ego" not in fd:
-                raise DatasetError(f"{w('T_world_from_ego')}: missing")
-            T_we = _matrix(fd["T_world_from_ego"], (4, 4), w("T_world_from_ego"), rigid=True)
-            imgs_doc = fd.get("images")
-            if not isinstance(imgs_doc, dict) or not imgs_doc:
-                raise DatasetError(f"{w('images')}: must be a non-empty object camera -> image")
-            images: dict[str, CameraImage] = {}
-            for cam, idoc in imgs_doc.items():
-                fw = partial(_at_image, mpath, sname, token, cam)
-                if not isinstance(idoc, dict):
-                    raise DatasetError(f"{w(f'images.{cam}')}: must be an object")
-                for req in ("path", "K", "T_ego_from_cam"):
-                    if req not in idoc:
-                        raise DatasetError(f"{fw(req)}: missing")
-                its = idoc.get("timestamp")
-                if its is not None and (not isinstance(its, int | float) or isinstance(its, bool)):
-                    raise DatasetError(f"{fw('timestamp')}: must be a number (seconds)")
-                images[cam] = CameraImage(
-                    camera=cam,
-                    path=_file(root, idoc["path"], fw("path"), check_files),
-                    rel_path=idoc["path"],
-                    K=_intrinsics(idoc["K"], fw("K")),
-                    T_ego_from_cam=_matrix(idoc["T_ego_from_cam"], (4, 4), fw("T_ego_from_cam"), rigid=True),
-                    T_world_from_ego=(
-                        _matrix(idoc["T_world_from_ego"], (4, 4), fw("T_world_from_ego"), rigid=True)
-                        if idoc.get("T_world_from_ego") is not None
-                        else None
-                    ),
-                    depth_path=_file(root, idoc["depth"], fw("depth"), check_files)
-                    if idoc.get("depth")
-                    else None,
-                    semantics_path=(
-                        _file(root, idoc["semantics"], fw("semantics"), check_files)
-                        if idoc.get("semantics")
-                        else None
-                    ),
-                    timestamp=float(its) if its is not None else None,
-                )
-            frames.append(
-                Frame(
-                    token=token,
-                    timestamp=float(ts),
-                    keyframe=key,
-                    T_world_from_ego=T_we,
-                    images=images,
-                    lidar_path=_file(root, fd["lidar"], w("lidar"), check_files) if fd.get("lidar") else None,
-                    occupancy_path=(
-                        _file(root, fd["occupancy"], w("occupancy"), check_files)
-                        if fd.get("occupancy")
-                        else None
-                    ),
-                )
-            )
-        if not any(f.keyframe for f in frames):
-            raise DatasetError(
-                f'{mpath}: {_where(sname)}: no frame has "keyframe": true (labels are made for keyframes)'
-            )
-        scenes.append(Scene(name=sname, frames=frames))
-    return Dataset(kind="folder", root=root, scenes=scenes, options={})
+
+@dataclass
+class _Manifest:
+    """What every scene of one manifest is read with: the root, the manifest's path (in error messages),
+    whether files are checked, and the frame tokens seen so far (unique across scenes)."""
+
+    root: Path
+    path: Path
+    check: bool
+    tokens: set[str] = field(default_factory=set)
+
+    def file(self, value: Any, where: str) -> Path:
+        return _file(self.root, value, where, self.check)
+
+
+def _scene(ctx: _Manifest, sname: str, sd: dict) -> Scene:
+    """Scene ``sname`` of the manifest: its frames, in increasing time, at least one a keyframe."""
+    mpath = ctx.path
+    frames_doc = sd.get("frames")
+    if not isinstance(frames_doc, list) or not frames_doc:
+        raise DatasetError(f"{mpath}: {_where(sname, field='frames')}: must be a non-empty list")
+    frames: list[Frame] = []
+    for fi, fd in enumerate(frames_doc):
+        frames.append(_frame(ctx, sname, fi, fd, frames[-1] if frames else None))
+    if not any(f.keyframe for f in frames):
+        raise DatasetError(
+            f'{mpath}: {_where(sname)}: no frame has "keyframe": true (labels are made for keyframes)'
+        )
+    return Scene(name=sname, frames=frames)
+
+
+def _frame(ctx: _Manifest, sname: str, fi: int, fd: Any, prev: Frame | None) -> Frame:
+    """Frame #``fi`` of a scene (``prev``: the frame before it, whose timestamp it must exceed)."""
+    mpath = ctx.path
+    if not isinstance(fd, dict):
+        raise DatasetError(f"{mpath}: {_where(sname, f'#{fi}')}: must be an object")
+    token = fd.get("token")
+    if not isinstance(token, str) or not token or "/" in token:
+        raise DatasetError(
+            f"{mpath}: {_where(sname, f'#{fi}', 'token')}: must be a non-empty string without '/'"
+        )
+    if token in ctx.tokens:
+        raise DatasetError(f"{mpath}: {_where(sname, token, 'token')}: duplicate token")
+    ctx.tokens.add(token)
+    w = partial(_at, mpath, sname, token)
+    ts = fd.get("timestamp")
+    if not isinstance(ts, int | float) or isinstance(ts, bool):
+        raise DatasetError(f"{w('timestamp')}: must be a number (seconds)")
+    if prev is not None and ts <= prev.timestamp:
+        raise DatasetError(f"{w('timestamp')}: frames must be in increasing time order")
+    key = fd.get("keyframe", False)
+    if not isinstance(key, bool):
+        raise DatasetError(f"{w('keyframe')}: must be true or false")
+    if "T_world_from_ego" not in fd:
+        raise DatasetError(f"{w('T_world_from_ego')}: missing")
+    T_we = _matrix(fd["T_world_from_ego"], (4, 4), w("T_world_from_ego"), rigid=True)
+    imgs_doc = fd.get("images")
+    if not isinstance(imgs_doc, dict) or not imgs_doc:
+        raise DatasetError(f"{w('images')}: must be a non-empty object camera -> image")
+    images = {cam: _image(ctx, sname, token, cam, idoc) for cam, idoc in imgs_doc.items()}
+    return Frame(
+        token=token,
+        timestamp=float(ts),
+        keyframe=key,
+        T_world_from_ego=T_we,
+        images=images,
+        lidar_path=ctx.file(fd["lidar"], w("lidar")) if fd.get("lidar") else None,
+        occupancy_path=ctx.file(fd["occupancy"], w("occupancy")) if fd.get("occupancy") else None,
+    )
+
+
+def _image(ctx: _Manifest, sname: str, token: str, cam: str, idoc: Any) -> CameraImage:
+    """Camera ``cam``'s image of a frame: path, K <3, 3>, T_ego_from_cam <4, 4>, the optional fields."""
+    fw = partial(_at_image, ctx.path, sname, token, cam)
+    if not isinstance(idoc, dict):
+        raise DatasetError(f"{_at(ctx.path, sname, token, f'images.{cam}')}: must be an object")
+    for req in ("path", "K", "T_ego_from_cam"):
+        if req not in idoc:
+            raise DatasetError(f"{fw(req)}: missing")
+    its = idoc.get("timestamp")
+    if its is not None and (not isinstance(its, int | float) or isinstance(its, bool)):
+        raise DatasetError(f"{fw('timestamp')}: must be a number (seconds)")
+    T_we = idoc.get("T_world_from_ego")
+    return CameraImage(
+        camera=cam,
+        path=ctx.file(idoc["path"], fw("path")),
+        rel_path=idoc["path"],
+        K=_intrinsics(idoc["K"], fw("K")),
+        T_ego_from_cam=_matrix(idoc["T_ego_from_cam"], (4, 4), fw("T_ego_from_cam"), rigid=True),
+        T_world_from_ego=_matrix(T_we, (4, 4), fw("T_world_from_ego"), rigid=True)
+        if T_we is not None
+        else None,
+        depth_path=ctx.file(idoc["depth"], fw("depth")) if idoc.get("depth") else None,
+        semantics_path=ctx.file(idoc["semantics"], fw("semantics")) if idoc.get("semantics") else None,
+        timestamp=float(its) if its is not None else None,
+    )
 
 
 def _rel(root: Path, p: Path | None) -> str | None:

@@ -65,7 +65,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,20 @@ from occlabel.conventions import SEMANTICKITTI_LEARNING_MAP as LEARNING_MAP
 from occlabel.conventions import is_rigid
 from occlabel.datasets.base import CameraImage, Dataset, Frame, Scene, rigid_transform
 from occlabel.datasets.kitti_calib import kitti_T_cam_from_velo, read_calib, split_rectified_projection
+from occlabel.datasets.kitti_options import (
+    SPLITS,
+    _camera_index,
+    _frames,
+    _list,
+    _listing,
+    _pykitti,
+    check_options,
+    kitti_base,
+    pose_file,
+    select_sequences,
+)
 from occlabel.datasets.kitti_voxels import VOXEL_SHAPE, load_semantickitti_voxels
+from occlabel.datasets.options import gts_option
 from occlabel.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -83,75 +96,11 @@ log = logging.getLogger(__name__)
 CAMERA_HEIGHT_M = 1.65
 #: OpenCV camera axes (x right, y down, z forward) expressed in the ego frame (x forward, y left, z up)
 R_EGO_FROM_CV = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-SPLITS = {
-    "train": ["00", "01", "02", "03", "04", "05", "06", "07", "09", "10"],
-    "val": ["08"],
-    "test": [f"{i:02d}" for i in range(11, 22)],
-}
 
 
 def T_ego_from_cam0(camera_height: float = CAMERA_HEIGHT_M) -> np.ndarray:
     """<np.float64: 4, 4> cam0 (OpenCV) to the KITTI ego frame (ground under cam0, x forward, z up)."""
     return rigid_transform(R_EGO_FROM_CV, [0.0, 0.0, camera_height])
-
-
-def _pykitti():
-    try:
-        import pykitti
-    except ImportError as e:
-        raise DatasetError(f"the kitti dataset needs pykitti: pip install 'occlabel[kitti]' ({e})") from None
-    return pykitti
-
-
-def _seq_id(value: Any) -> str:
-    s = str(value).strip()
-    if not s.isdigit():
-        raise DatasetError(f"kitti option 'sequences': {value!r} is not a sequence number like 08")
-    return f"{int(s):02d}"
-
-
-def _list(value: Any) -> list | None:
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, list | tuple):
-        return list(value)
-    return [value]
-
-
-def _camera_index(value: Any) -> int:
-    s = str(value).strip().lower().removeprefix("image_").removeprefix("cam")
-    if s not in ("0", "1", "2", "3"):
-        raise DatasetError(f"kitti option 'cameras': {value!r} is not cam0, cam1, cam2 or cam3")
-    return int(s)
-
-
-def _frames(value: Any, n: int, where: str) -> list[int]:
-    if value is None:
-        return list(range(n))
-    if isinstance(value, str) and ":" in value:
-        parts = value.split(":")
-        try:
-            sl = slice(*(int(p) if p.strip() else None for p in parts))
-        except (TypeError, ValueError):
-            raise DatasetError(f"kitti option 'frames': expected START:STOP, got {value!r}") from None
-        ids = list(range(n))[sl]
-    else:
-        try:
-            ids = sorted({int(v) for v in _list(value) or []})
-        except (TypeError, ValueError):
-            raise DatasetError(
-                f"kitti option 'frames': expected START:STOP or frame ids, got {value!r}"
-            ) from None
-        bad = [i for i in ids if not 0 <= i < n]
-        if bad:
-            raise DatasetError(f"{where}: frame {bad[0]} out of range (the sequence has {n} frames)")
-    if not ids:
-        raise DatasetError(
-            f"{where}: option 'frames' {value!r} selects no frame (the sequence has {n} frames)"
-        )
-    return ids
 
 
 def read_poses(path: Path) -> np.ndarray:
@@ -186,31 +135,37 @@ def read_poses(path: Path) -> np.ndarray:
     return np.stack(out)
 
 
-def _calib(
-    calib: dict[str, np.ndarray], seq_dir: Path, cams: list[int], camera_height: float
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Calib:
+    """A sequence's cameras and LiDAR in the ego frame (from calib.txt).
+
+    Attributes:
+        K: camera index -> intrinsics <np.float64: 3, 3>.
+        T_ego_from_cam: camera index -> <np.float64: 4, 4> rectified camera (OpenCV) to ego.
+        T_ego_from_velo: <np.float64: 4, 4> velodyne to ego, or None when ``Tr`` is not rigid.
+    """
+
+    K: dict[int, np.ndarray]
+    T_ego_from_cam: dict[int, np.ndarray]
+    T_ego_from_velo: np.ndarray | None
+
+
+def _calib(calib: dict[str, np.ndarray], seq_dir: Path, cams: list[int], camera_height: float) -> _Calib:
     """Per camera K and T_ego_from_cam, and T_ego_from_velo, from the parsed calib.txt (:func:`read_calib`)."""
     at = seq_dir / "calib.txt"
     T_e0 = T_ego_from_cam0(camera_height)
-    out: dict[str, Any] = {"K": {}, "T_ego_from_cam": {}}
+    K_of, T_of = {}, {}
     for i in cams:
         K, t = split_rectified_projection(calib[f"P{i}"].reshape(3, 4), f"{at}: P{i}")
         T_cam_i_from_cam0 = rigid_transform(np.eye(3), t)
-        out["K"][i] = K.copy()
-        out["T_ego_from_cam"][i] = T_e0 @ np.linalg.inv(T_cam_i_from_cam0)
+        K_of[i] = K.copy()
+        T_of[i] = T_e0 @ np.linalg.inv(T_cam_i_from_cam0)
     Tr = np.eye(4)
     Tr[:3] = calib["Tr"].reshape(3, 4)
-    out["T_ego_from_velo"] = T_e0 @ Tr if is_rigid(Tr) else None
-    if out["T_ego_from_velo"] is None:
+    T_ego_from_velo = T_e0 @ Tr if is_rigid(Tr) else None
+    if T_ego_from_velo is None:
         log.warning("%s: Tr (velodyne -> cam0) is not rigid; LiDAR and voxel ground truth left out", at)
-    return out
-
-
-def _listing(d: Path) -> set[str]:
-    try:
-        return set(os.listdir(d))
-    except OSError:
-        return set()
+    return _Calib(K=K_of, T_ego_from_cam=T_of, T_ego_from_velo=T_ego_from_velo)
 
 
 def load_kitti(
@@ -234,72 +189,14 @@ def load_kitti(
         DatasetError: one line naming the sequence, file, line or frame at fault.
     """
     root = Path(root).expanduser().resolve()
-    base = root if (root / "sequences").is_dir() else root / "dataset"
-    if not (base / "sequences").is_dir():
-        raise DatasetError(
-            f"{root}: no sequences/ directory (expected the KITTI odometry layout, see docs/datasets.md)"
-        )
+    base = kitti_base(root)
     pykitti = _pykitti()
     cams = sorted({_camera_index(c) for c in (_list(cameras) or ["cam2"])})
-    if split is not None and split not in SPLITS:
-        raise DatasetError(f"unknown KITTI split {split!r}; expected one of {', '.join(SPLITS)}")
-    if keyframes not in ("auto", "every"):
-        raise DatasetError(f"kitti option 'keyframes': expected auto or every, got {keyframes!r}")
-    if not isinstance(keyframe_every, int) or keyframe_every < 1:
-        raise DatasetError(
-            f"kitti option 'keyframe_every': expected a positive integer, got {keyframe_every!r}"
-        )
-    if not isinstance(camera_height, int | float) or not camera_height >= 0:
-        raise DatasetError(f"kitti option 'camera_height': expected metres >= 0, got {camera_height!r}")
-
-    def pose_file(seq: str) -> Path | None:
-        if poses != "auto":
-            p = Path(poses).expanduser() / f"{seq}.txt"
-            return p if p.is_file() else None
-        for p in (base / "poses" / f"{seq}.txt", base / "sequences" / seq / "poses.txt"):
-            if p.is_file():
-                return p
-        return None
-
-    explicit = [_seq_id(s) for s in _list(sequences) or []]
-    if explicit:
-        seqs = explicit
-        if split is not None:
-            outside = [s for s in seqs if s not in SPLITS[split]]
-            if outside:
-                raise DatasetError(f"kitti: sequence {outside[0]} is not in split {split!r}")
-    elif split is not None:
-        seqs = [s for s in SPLITS[split] if (base / "sequences" / s).is_dir()]
-        if not seqs:
-            raise DatasetError(
-                f"{base / 'sequences'}: no sequence of split {split!r} ({', '.join(SPLITS[split])})"
-            )
-    else:
-        found = sorted(p.name for p in (base / "sequences").iterdir() if p.is_dir() and p.name.isdigit())
-        seqs = [s for s in found if pose_file(s) is not None]
-        skipped = sorted(set(found) - set(seqs))
-        if skipped:
-            log.info("kitti: sequences without poses left out: %s", ", ".join(skipped))
-        if not seqs:
-            raise DatasetError(
-                f"{base / 'sequences'}: no sequence with poses (poses/XX.txt or sequences/XX/poses.txt)"
-            )
-    if gts == "auto":
-        gts_dir = (
-            base / "gts" if (base / "gts").is_dir() else (root / "gts" if (root / "gts").is_dir() else None)
-        )
-    elif gts in (None, False, ""):
-        gts_dir = None
-    else:
-        gts_dir = Path(gts).expanduser().resolve()
-        if not gts_dir.is_dir():
-            raise DatasetError(f"kitti option 'gts': no such directory: {gts_dir}")
-
-    scenes = [
-        _sequence(pykitti, base, s, cams, pose_file(s), frames, keyframes, keyframe_every,
-                  float(camera_height), gts_dir, check_files)
-        for s in seqs
-    ]  # fmt: skip
+    check_options(split, keyframes, keyframe_every, camera_height)
+    seqs = select_sequences(base, sequences, split, poses)
+    gts_dir = gts_option(gts, "kitti", base / "gts", root / "gts")
+    sel = _Selection(cams, frames, keyframes, keyframe_every, float(camera_height), gts_dir, check_files)
+    scenes = [_sequence(pykitti, base, s, pose_file(base, poses, s), sel) for s in seqs]
     options = {
         "sequences": seqs,
         "split": split,
@@ -315,9 +212,65 @@ def load_kitti(
     return Dataset(kind="kitti", root=root, scenes=scenes, options=options)
 
 
-def _sequence(
-    pykitti, base, seq, cams, pose_path, frames_opt, keyframes, keyframe_every, h, gts_dir, check
-) -> Scene:
+@dataclass(frozen=True)
+class _Selection:
+    """The options every sequence is read with (checked by :func:`load_kitti`)."""
+
+    cams: list[int]
+    frames: Any
+    keyframes: str
+    keyframe_every: int
+    camera_height: float
+    gts_dir: Path | None
+    check: bool
+
+
+@dataclass(frozen=True)
+class _Listings:
+    """File names present in a sequence's directories (one listing each)."""
+
+    images: dict[int, set[str]]
+    depth: dict[int, set[str]]
+    semantics: dict[int, set[str]]
+    velodyne: set[str]
+    voxels: set[str]
+
+
+def _sequence(pykitti, base: Path, seq: str, pose_path: Path | None, sel: _Selection) -> Scene:
+    """The Scene of sequence ``seq``: one Frame per selected frame id (see the module docstring)."""
+    seq_dir, times, T_w_c0 = _open_sequence(pykitti, base, seq, pose_path)
+    h = sel.camera_height
+    cal = _calib(read_calib(seq_dir / "calib.txt", strict=False), seq_dir, sel.cams, h)
+    T_c0_e = np.linalg.inv(T_ego_from_cam0(h))
+    ids = _frames(sel.frames, len(times), f"sequence {seq}")
+    lst = _Listings(
+        images={i: _listing(seq_dir / f"image_{i}") for i in sel.cams},
+        depth={i: _listing(seq_dir / f"depth_{i}") for i in sel.cams},
+        semantics={i: _listing(seq_dir / f"semantics_{i}") for i in sel.cams},
+        velodyne=_listing(seq_dir / "velodyne"),
+        voxels=_listing(seq_dir / "voxels"),
+    )
+    key_ids, cadence = _keyframe_ids(sel, seq_dir, lst.voxels, len(times))
+    if not key_ids.intersection(ids):
+        raise DatasetError(f"sequence {seq}: no keyframe among the selected frames (keyframes: {cadence})")
+    out = [
+        _frame(seq, seq_dir, f, f in key_ids, float(times[f]), T_w_c0[f] @ T_c0_e, cal, lst, sel) for f in ids
+    ]
+    smeta = {
+        "sequence": seq,
+        "poses": str(pose_path),
+        "camera_height_m": h,
+        "T_ego_from_cam0": T_ego_from_cam0(h).tolist(),
+        "T_ego_from_velo": None if cal.T_ego_from_velo is None else cal.T_ego_from_velo.tolist(),
+        "keyframes": cadence,
+    }
+    return Scene(name=seq, frames=out, meta=smeta)
+
+
+def _open_sequence(
+    pykitti, base: Path, seq: str, pose_path: Path | None
+) -> tuple[Path, np.ndarray, np.ndarray]:
+    """(sequence directory, times <np.float64: N> s, T_world_from_cam0 <np.float64: N, 4, 4>), checked."""
     seq_dir = base / "sequences" / seq
     if not seq_dir.is_dir():
         raise DatasetError(f"{base / 'sequences'}: no sequence {seq}")
@@ -349,91 +302,78 @@ def _sequence(
         raise DatasetError(
             f"{pose_path}: {len(T_w_c0)} poses but {seq_dir / 'times.txt'} has {len(times)} frames"
         )
-    cal = _calib(read_calib(seq_dir / "calib.txt", strict=False), seq_dir, cams, h)
-    T_c0_e = np.linalg.inv(T_ego_from_cam0(h))
-    ids = _frames(frames_opt, len(times), f"sequence {seq}")
+    return seq_dir, times, T_w_c0
 
-    listing = {i: _listing(seq_dir / f"image_{i}") for i in cams}
-    depth_l = {i: _listing(seq_dir / f"depth_{i}") for i in cams}
-    sem_l = {i: _listing(seq_dir / f"semantics_{i}") for i in cams}
-    velo_l = _listing(seq_dir / "velodyne")
-    vox_l = _listing(seq_dir / "voxels")
-    if keyframes == "auto" and (seq_dir / "voxels").is_dir():
+
+def _keyframe_ids(sel: _Selection, seq_dir: Path, vox_l: set[str], n_frames: int) -> tuple[set[int], str]:
+    """(keyframe ids, the cadence in words): the voxel files' frames, or every ``keyframe_every``-th."""
+    if sel.keyframes == "auto" and (seq_dir / "voxels").is_dir():
         key_ids = {
             int(n.split(".")[0])
             for n in vox_l
             if n.endswith((".bin", ".label")) and n.split(".")[0].isdigit()
         }
-        cadence = "voxels/"
-    else:
-        key_ids = set(range(0, len(times), keyframe_every))
-        cadence = f"every {keyframe_every}th frame"
-    if not key_ids.intersection(ids):
-        raise DatasetError(f"sequence {seq}: no keyframe among the selected frames (keyframes: {cadence})")
+        return key_ids, "voxels/"
+    return set(range(0, n_frames, sel.keyframe_every)), f"every {sel.keyframe_every}th frame"
 
-    out: list[Frame] = []
-    for f in ids:
-        name = f"{f:06d}"
-        images = {}
-        for i in cams:
-            rel = f"image_{i}/{name}.png"
-            if check and rel.split("/")[1] not in listing[i]:
-                raise DatasetError(
-                    f"sequence {seq}, frame {f}, camera cam{i}: file not found: {seq_dir / rel}"
-                )
-            dp = next(
-                (seq_dir / f"depth_{i}" / (name + e) for e in (".npy", ".png") if name + e in depth_l[i]),
-                None,
-            )
-            sp = seq_dir / f"semantics_{i}" / (name + ".png") if name + ".png" in sem_l[i] else None
-            images[f"cam{i}"] = CameraImage(
-                camera=f"cam{i}",
-                path=seq_dir / rel,
-                rel_path=f"sequences/{seq}/{rel}",
-                K=cal["K"][i],
-                T_ego_from_cam=cal["T_ego_from_cam"][i],
-                depth_path=dp,
-                semantics_path=sp,
-                meta={"frame": f},
-            )
-        meta: dict[str, Any] = {"sequence": seq, "frame": f}
-        key = f in key_ids
-        if key:
-            vox = {e: str(seq_dir / "voxels" / f"{name}.{e}") for e in ("label", "invalid", "occluded", "bin")
-                   if f"{name}.{e}" in vox_l}  # fmt: skip
-            if vox:
-                meta["semantickitti_voxels"] = vox
-        velo = cal["T_ego_from_velo"] is not None and f"{name}.bin" in velo_l
-        occ = None
-        if key and gts_dir is not None:
-            p = gts_dir / seq / f"{seq}_{name}" / "labels.npz"
-            occ = p if p.is_file() else None
-        out.append(
-            Frame(
-                token=f"{seq}_{name}",
-                timestamp=float(times[f]),
-                keyframe=key,
-                T_world_from_ego=T_w_c0[f] @ T_c0_e,
-                images=images,
-                lidar_path=seq_dir / "velodyne" / f"{name}.bin" if velo else None,
-                occupancy_path=occ,
-                T_ego_from_lidar=cal["T_ego_from_velo"] if velo else None,
-                meta=meta,
-            )
-        )
-    smeta = {
-        "sequence": seq,
-        "poses": str(pose_path),
-        "camera_height_m": h,
-        "T_ego_from_cam0": T_ego_from_cam0(h).tolist(),
-        "T_ego_from_velo": None if cal["T_ego_from_velo"] is None else cal["T_ego_from_velo"].tolist(),
-        "keyframes": cadence,
-    }
-    return Scene(name=seq, frames=out, meta=smeta)
+
+def _frame(
+    seq: str, seq_dir: Path, f: int, key: bool, t: float, T_we: np.ndarray, cal: _Calib, lst: _Listings, sel
+) -> Frame:
+    """Frame ``f`` of a sequence: its images, LiDAR scan, and (keyframes) voxel and Occ3D ground truth."""
+    name = f"{f:06d}"
+    meta: dict[str, Any] = {"sequence": seq, "frame": f}
+    images = {f"cam{i}": _image(seq, seq_dir, f, i, cal, lst, sel.check) for i in sel.cams}
+    if key:
+        vox = {e: str(seq_dir / "voxels" / f"{name}.{e}") for e in ("label", "invalid", "occluded", "bin")
+               if f"{name}.{e}" in lst.voxels}  # fmt: skip
+        if vox:
+            meta["semantickitti_voxels"] = vox
+    velo = cal.T_ego_from_velo is not None and f"{name}.bin" in lst.velodyne
+    occ = None
+    if key and sel.gts_dir is not None:
+        p = sel.gts_dir / seq / f"{seq}_{name}" / "labels.npz"
+        occ = p if p.is_file() else None
+    return Frame(
+        token=f"{seq}_{name}",
+        timestamp=t,
+        keyframe=key,
+        T_world_from_ego=T_we,
+        images=images,
+        lidar_path=seq_dir / "velodyne" / f"{name}.bin" if velo else None,
+        occupancy_path=occ,
+        T_ego_from_lidar=cal.T_ego_from_velo if velo else None,
+        meta=meta,
+    )
+
+
+def _image(seq: str, seq_dir: Path, f: int, i: int, cal: _Calib, lst: _Listings, check: bool) -> CameraImage:
+    """Camera ``i``'s image of frame ``f``, with its depth / semantics ground truth when present."""
+    name = f"{f:06d}"
+    rel = f"image_{i}/{name}.png"
+    if check and rel.split("/")[1] not in lst.images[i]:
+        raise DatasetError(f"sequence {seq}, frame {f}, camera cam{i}: file not found: {seq_dir / rel}")
+    dp = next(
+        (seq_dir / f"depth_{i}" / (name + e) for e in (".npy", ".png") if name + e in lst.depth[i]),
+        None,
+    )
+    sp = seq_dir / f"semantics_{i}" / (name + ".png") if name + ".png" in lst.semantics[i] else None
+    return CameraImage(
+        camera=f"cam{i}",
+        path=seq_dir / rel,
+        rel_path=f"sequences/{seq}/{rel}",
+        K=cal.K[i],
+        T_ego_from_cam=cal.T_ego_from_cam[i],
+        depth_path=dp,
+        semantics_path=sp,
+        meta={"frame": f},
+    )
 
 
 __all__ = [
+    "CAMERA_HEIGHT_M",
     "LEARNING_MAP",
+    "R_EGO_FROM_CV",
     "SPLITS",
     "VOXEL_SHAPE",
     "T_ego_from_cam0",

@@ -75,157 +75,50 @@ Options (``--dataset-option KEY=VALUE``):
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import io
 import logging
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from occlabel.conventions import is_rigid, scale_intrinsics
-from occlabel.datasets.base import CameraImage, Dataset, Frame, Scene, rigid_transform
-from occlabel.datasets.kitti import (
-    _camera_index,
-    _frames,
-    _list,
-    _listing,
-    _pykitti,
-    split_rectified_projection,
+from occlabel.conventions import is_rigid
+from occlabel.datasets.base import CameraImage, Dataset, Frame, Scene
+from occlabel.datasets.kitti_options import _camera_index, _frames, _list, _listing, _pykitti
+from occlabel.datasets.kitti_raw_calib import (
+    IMU_HEIGHT_M,
+    Calib,
+    T_ego_from_imu,
+    intrinsics_at_image_size,
+    raw_calib,
 )
+from occlabel.datasets.kitti_raw_drives import (
+    _DRIVE,
+    CALIB_FILES,
+    OXTS_FIELDS,
+    _bad_oxts,
+    check_options,
+    parse_timestamp,
+    raw_base,
+    read_timestamps,
+    select_drives,
+)
+from occlabel.datasets.options import gts_option
 from occlabel.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-#: OXTS RT3003 height above the road in the KITTI recording car (Geiger et al., IJRR 2013)
-IMU_HEIGHT_M = 0.93
-CALIB_FILES = ("calib_cam_to_cam.txt", "calib_velo_to_cam.txt", "calib_imu_to_velo.txt")
-#: the 30 values of an OXTS packet (KITTI raw devkit dataformat.txt), in file order
-OXTS_FIELDS = (
-    "lat", "lon", "alt", "roll", "pitch", "yaw", "vn", "ve", "vf", "vl", "vu", "ax", "ay", "az", "af", "al",
-    "au", "wx", "wy", "wz", "wf", "wl", "wu", "pos_accuracy", "vel_accuracy", "navstat", "numsats",
-    "posmode", "velmode", "orimode",
-)  # fmt: skip
-_DATE = re.compile(r"^\d{4}_\d{2}_\d{2}$")
-_DRIVE = re.compile(r"^(\d{4}_\d{2}_\d{2})_drive_(\d{4})(?:_sync)?$")
-_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})\.(\d{9})$")
-
-
-def T_ego_from_imu(imu_height: float = IMU_HEIGHT_M) -> np.ndarray:
-    """<np.float64: 4, 4> IMU (OXTS: x forward, y left, z up) to the raw ego frame ``imu_height`` below it."""
-    return rigid_transform(np.eye(3), [0.0, 0.0, imu_height])
-
-
-def parse_timestamp(text: str) -> float:
-    """A KITTI raw timestamp ``"YYYY-MM-DD HH:MM:SS.nnnnnnnnn"`` as POSIX seconds (read as UTC), float64.
-
-    Raises ValueError when ``text`` is not in that form (nine fractional digits, as pykitti expects).
-    """
-    m = _TIME.match(text.strip())
-    if m is None:
-        raise ValueError(f"expected YYYY-MM-DD HH:MM:SS.nnnnnnnnn, got {text.strip()!r}")
-    y, mo, d, hh, mm, ss = (int(g) for g in m.groups()[:6])
-    if not (1 <= mo <= 12 and 1 <= d <= 31 and hh < 24 and mm < 60 and ss < 61):
-        raise ValueError(f"not a valid date and time: {text.strip()!r}")
-    return calendar.timegm((y, mo, d, hh, mm, ss, 0, 0, 0)) + int(m.group(7)) * 1e-9
-
-
-def read_timestamps(path: Path) -> np.ndarray:
-    """``<np.float64: N>`` POSIX seconds of a KITTI raw ``timestamps.txt`` (one line a frame).
-
-    Raises DatasetError naming the line of a malformed or non-increasing timestamp.
-    """
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read timestamps ({e})") from None
-    while lines and not lines[-1].strip():
-        lines.pop()
-    out = []
-    for n, line in enumerate(lines, 1):
-        try:
-            out.append(parse_timestamp(line))
-        except ValueError as e:
-            raise DatasetError(f"{path}: line {n}: {e}") from None
-        if len(out) > 1 and out[-1] <= out[-2]:
-            raise DatasetError(f"{path}: line {n}: timestamps must increase")
-    if not out:
-        raise DatasetError(f"{path}: no frames")
-    return np.asarray(out, np.float64)
-
-
-def _nearest_rigid(T: np.ndarray) -> np.ndarray:
-    """``T`` <4, 4> with its rotation projected onto the nearest rotation (SVD)."""
-    U, _, Vt = np.linalg.svd(T[:3, :3])
-    return rigid_transform(U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt, T[:3, 3])
-
-
-def _calib(raw, pykitti, date_dir: Path, cams: list[int], h: float) -> dict[str, Any]:
-    """Per camera K (at S_rect size), S_rect (W, H) or None, T_ego_from_cam; T_ego_from_velo; from pykitti."""
-    c = raw.calib
-    checks = (
-        ("calib_imu_to_velo.txt", "R, T", c.T_velo_imu),
-        ("calib_velo_to_cam.txt", "R, T", c.T_cam0_velo_unrect),
-        ("calib_cam_to_cam.txt", "R_rect_00", c.R_rect_00),
-    )
-    for name, what, T in checks:
-        if not is_rigid(T):
-            raise DatasetError(f"{date_dir / name}: {what} is not a rigid transform (orthonormal R, det +1)")
-    T_rect0_from_imu = c.R_rect_00 @ c.T_cam0_velo_unrect @ c.T_velo_imu
-    T_e_imu = T_ego_from_imu(h)
-    T_ego_from_rect0 = T_e_imu @ np.linalg.inv(T_rect0_from_imu)
-    sizes = pykitti.utils.read_calib_file(str(date_dir / "calib_cam_to_cam.txt"))
-    out: dict[str, Any] = {"K": {}, "S_rect": {}, "T_ego_from_cam": {}}
-    for i in cams:
-        # t: rectified cam0's centre in camera i's frame
-        K, t = split_rectified_projection(
-            getattr(c, f"P_rect_{i}0"), f"{date_dir / 'calib_cam_to_cam.txt'}: P_rect_0{i}"
-        )
-        out["K"][i] = K
-        S = sizes.get(f"S_rect_0{i}")
-        out["S_rect"][i] = (float(S[0]), float(S[1])) if S is not None and len(S) == 2 else None
-        T = T_ego_from_rect0 @ np.linalg.inv(rigid_transform(np.eye(3), t))
-        out["T_ego_from_cam"][i] = _nearest_rigid(T)
-    out["T_ego_from_velo"] = _nearest_rigid(T_e_imu @ np.linalg.inv(c.T_velo_imu))
-    out["T_rect0_from_imu"] = T_rect0_from_imu
-    return out
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image, from its header."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read image ({e})") from None
-
-
-def _dates(base: Path) -> list[str]:
-    try:
-        return sorted(p.name for p in base.iterdir() if p.is_dir() and _DATE.match(p.name))
-    except OSError:
-        return []
-
-
-def _drive_name(value: Any, base: Path) -> str:
-    """``<date>_drive_NNNN`` of an option value: a drive name, or a drive number found under one date."""
-    s = str(value).strip().strip("/")
-    m = re.match(r"^(\d{4}_\d{2}_\d{2})/(\d{4})$", s) or _DRIVE.match(s)  # also <date>/NNNN
-    if m:
-        return f"{m.group(1)}_drive_{m.group(2)}"
-    if not s.isdigit():
-        raise DatasetError(
-            f"kitti-raw option 'drives': {value!r} is not a drive like 2011_09_26_drive_0005 or 0005"
-        )
-    num = f"{int(s):04d}"
-    hits = [d for d in _dates(base) if (base / d / f"{d}_drive_{num}_sync").is_dir()]
-    if len(hits) != 1:
-        where = "no date has it" if not hits else f"dates {', '.join(hits)} have it; name the date"
-        raise DatasetError(f"kitti-raw option 'drives': drive {num} under {base}: {where}")
-    return f"{hits[0]}_drive_{num}"
+__all__ = [
+    "CALIB_FILES",
+    "IMU_HEIGHT_M",
+    "OXTS_FIELDS",
+    "T_ego_from_imu",
+    "load_kitti_raw",
+    "parse_timestamp",
+    "read_timestamps",
+]
 
 
 def load_kitti_raw(
@@ -250,54 +143,14 @@ def load_kitti_raw(
     Raises:
         DatasetError: one line naming the drive, file, line or frame at fault.
     """
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise DatasetError(f"{root}: no such directory (expected the KITTI raw base holding <date>/)")
-    here = None
-    if _DRIVE.match(root.name) and root.name.endswith("_sync"):
-        base, here = root.parent.parent, _DRIVE.match(root.name)
-    elif _DATE.match(root.name) and (root / CALIB_FILES[0]).is_file():
-        base = root.parent
-    else:
-        base = root
+    base, here = raw_base(Path(root).expanduser().resolve())
     pykitti = _pykitti()
     cams = sorted({_camera_index(c) for c in (_list(cameras) or ["cam2"])})
-    if not isinstance(keyframe_every, int) or isinstance(keyframe_every, bool) or keyframe_every < 1:
-        raise DatasetError(
-            f"kitti-raw option 'keyframe_every': expected a positive integer, got {keyframe_every!r}"
-        )
-    if isinstance(imu_height, bool) or not isinstance(imu_height, int | float) or not imu_height >= 0:
-        raise DatasetError(f"kitti-raw option 'imu_height': expected metres >= 0, got {imu_height!r}")
-
-    explicit = [_drive_name(d, base) for d in _list(drives) or []]
-    if explicit:
-        names = list(dict.fromkeys(explicit))
-    elif here is not None:
-        names = [f"{here.group(1)}_drive_{here.group(2)}"]
-    else:
-        names = [
-            p.name.removesuffix("_sync")
-            for d in _dates(base)
-            for p in sorted((base / d).iterdir())
-            if p.is_dir() and _DRIVE.match(p.name) and p.name.endswith("_sync") and p.name.startswith(d)
-        ]
-        if not names:
-            raise DatasetError(
-                f"{base}: no KITTI raw drive (<date>/<date>_drive_NNNN_sync/, see docs/datasets.md)"
-            )
-    if gts == "auto":
-        gts_dir = base / "gts" if (base / "gts").is_dir() else None
-    elif gts in (None, False, ""):
-        gts_dir = None
-    else:
-        gts_dir = Path(gts).expanduser().resolve()
-        if not gts_dir.is_dir():
-            raise DatasetError(f"kitti-raw option 'gts': no such directory: {gts_dir}")
-
-    scenes = [
-        _drive(pykitti, base, n, cams, frames, keyframe_every, float(imu_height), gts_dir, check_files)
-        for n in names
-    ]
+    check_options(keyframe_every, imu_height)
+    names = select_drives(drives, base, here)
+    gts_dir = gts_option(gts, "kitti-raw", base / "gts")
+    sel = _Selection(cams, frames, keyframe_every, float(imu_height), gts_dir, check_files)
+    scenes = [_drive(pykitti, base, n, sel) for n in names]
     options = {
         "drives": names,
         "cameras": [f"cam{i}" for i in cams],
@@ -310,25 +163,88 @@ def load_kitti_raw(
     return Dataset(kind="kitti-raw", root=base, scenes=scenes, options=options)
 
 
-def _bad_oxts(files: list[Path]) -> str | None:
-    """The first OXTS file pykitti cannot read, with why (for the error message); None: all parse."""
-    for p in files:
-        try:
-            lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
-            if len(lines) != 1:
-                return f"{p}: expected one line (an OXTS packet), got {len(lines)}"
-            v = lines[0].split()
-            if len(v) != len(OXTS_FIELDS):
-                return (
-                    f"{p}: expected {len(OXTS_FIELDS)} values (lat lon alt roll pitch yaw ...), got {len(v)}"
-                )
-            [float(x) for x in v]
-        except (OSError, ValueError) as e:
-            return f"{p}: not an OXTS packet ({e})"
-    return None
+@dataclass(frozen=True)
+class _Selection:
+    """The options every drive is read with (checked by :func:`load_kitti_raw`)."""
+
+    cams: list[int]
+    frames: Any
+    keyframe_every: int
+    imu_height: float
+    gts_dir: Path | None
+    check: bool
 
 
-def _drive(pykitti, base: Path, name: str, cams, frames_opt, keyframe_every, h, gts_dir, check) -> Scene:
+@dataclass(frozen=True)
+class _DriveFiles:
+    """Where a drive's files are, and its frame times.
+
+    Attributes:
+        name, date, num: ``<date>_drive_NNNN``, ``<date>``, ``NNNN``.
+        date_dir: ``<base>/<date>`` (calibration files). ddir: the ``_sync`` drive directory.
+        oxts_dir: ``<ddir>/oxts/data``. times: <np.float64: N> POSIX seconds of the N frames.
+    """
+
+    name: str
+    date: str
+    num: str
+    date_dir: Path
+    ddir: Path
+    oxts_dir: Path
+    times: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Listings:
+    """File names present in a drive's directories (one listing each), by camera index."""
+
+    images: dict[int, set[str]]
+    depth: dict[int, set[str]]
+    semantics: dict[int, set[str]]
+    velodyne: set[str]
+
+
+def _drive(pykitti, base: Path, name: str, sel: _Selection) -> Scene:
+    """The Scene of drive ``name``: one Frame per selected frame id (see the module docstring)."""
+    drv = _drive_files(base, name)
+    raw = _open_raw(pykitti, base, drv)
+    T_w_imu = _oxts_poses(raw, drv)
+    h, ddir = sel.imu_height, drv.ddir
+    cal = raw_calib(raw, pykitti, drv.date_dir, sel.cams, h)
+    T_imu_e = np.linalg.inv(T_ego_from_imu(h))
+    ids = _frames(sel.frames, len(drv.times), f"drive {name}")
+    lst = _Listings(
+        images={i: _listing(ddir / f"image_0{i}" / "data") for i in sel.cams},
+        depth={i: _listing(ddir / "proj_depth" / "groundtruth" / f"image_0{i}") for i in sel.cams},
+        semantics={i: _listing(ddir / "semantics" / f"image_0{i}") for i in sel.cams},
+        velodyne=_listing(ddir / "velodyne_points" / "data"),
+    )
+    key_ids = set(range(0, len(drv.times), sel.keyframe_every))
+    if not key_ids.intersection(ids):
+        raise DatasetError(
+            f"drive {name}: no keyframe among the selected frames (keyframes: every {sel.keyframe_every}th frame)"
+        )
+    K = intrinsics_at_image_size(cal, drv.ddir, name, ids[0], sel.cams)
+    out = [
+        _frame(base, drv, f, f in key_ids, raw.oxts[f].packet, T_w_imu[f] @ T_imu_e, K, cal, lst, sel)
+        for f in ids
+    ]
+    p0 = raw.oxts[0].packet
+    smeta = {
+        "date": drv.date,
+        "drive": drv.num,
+        "imu_height_m": h,
+        "T_ego_from_imu": T_ego_from_imu(h).tolist(),
+        "T_ego_from_velo": cal.T_ego_from_velo.tolist(),
+        "world_origin_lat_lon_alt": [p0.lat, p0.lon, p0.alt],
+        "mercator_scale": float(np.cos(np.radians(p0.lat))),
+        "keyframes": f"every {sel.keyframe_every}th frame",
+    }
+    return Scene(name=name, frames=out, meta=smeta)
+
+
+def _drive_files(base: Path, name: str) -> _DriveFiles:
+    """A drive's directories and timestamps, checked: calibration files, one OXTS file per timestamp."""
     date, num = _DRIVE.match(name).groups()
     date_dir = base / date
     ddir = date_dir / f"{name}_sync"
@@ -354,107 +270,91 @@ def _drive(pykitti, base: Path, name: str, cams, frames_opt, keyframe_every, h, 
     n_files = sum(1 for x in oxts_l if x.endswith(".txt"))
     if n_files != n:
         raise DatasetError(f"{oxts_dir}: {n_files} OXTS files but {ts_path} has {n} timestamps")
+    return _DriveFiles(name, date, num, date_dir, ddir, oxts_dir, times)
+
+
+def _open_raw(pykitti, base: Path, drv: _DriveFiles):
+    """``pykitti.raw`` of the whole drive (the world is its first frame); its errors as one line."""
+    n = len(drv.times)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            raw = pykitti.raw(str(base), date, num)  # all frames: the world is the drive's first frame
+            raw = pykitti.raw(
+                str(base), drv.date, drv.num
+            )  # all frames: the world is the drive's first frame
     except KeyError as e:
         raise DatasetError(
-            f"{date_dir}: calibration entry {e.args[0]!r} missing (calib_cam_to_cam.txt needs P_rect_00-03 "
+            f"{drv.date_dir}: calibration entry {e.args[0]!r} missing (calib_cam_to_cam.txt needs P_rect_00-03 "
             "and R_rect_00-03; calib_velo_to_cam.txt and calib_imu_to_velo.txt need R and T)"
         ) from None
     except (ValueError, TypeError, IndexError) as e:
-        bad = _bad_oxts([oxts_dir / f"{i:010d}.txt" for i in range(n)])
-        raise DatasetError(bad or f"{date_dir}: cannot parse the calibration files ({e})") from None
+        bad = _bad_oxts([drv.oxts_dir / f"{i:010d}.txt" for i in range(n)])
+        raise DatasetError(bad or f"{drv.date_dir}: cannot parse the calibration files ({e})") from None
     if len(raw.oxts) != n:
-        raise DatasetError(f"{oxts_dir}: pykitti read {len(raw.oxts)} OXTS packets, expected {n}")
+        raise DatasetError(f"{drv.oxts_dir}: pykitti read {len(raw.oxts)} OXTS packets, expected {n}")
+    return raw
+
+
+def _oxts_poses(raw, drv: _DriveFiles) -> np.ndarray:
+    """<np.float64: N, 4, 4> T_w_imu of every frame (a non-rigid one is an error naming its file)."""
     T_w_imu = np.stack([np.asarray(o.T_w_imu, np.float64) for o in raw.oxts])
     for f, T in enumerate(T_w_imu):
         if not is_rigid(T):
             raise DatasetError(
-                f"{oxts_dir / f'{f:010d}.txt'}: not a finite pose (lat, lon, alt, roll, pitch, yaw)"
+                f"{drv.oxts_dir / f'{f:010d}.txt'}: not a finite pose (lat, lon, alt, roll, pitch, yaw)"
             )
-    cal = _calib(raw, pykitti, date_dir, cams, h)
-    T_imu_e = np.linalg.inv(T_ego_from_imu(h))
-    ids = _frames(frames_opt, n, f"drive {name}")
+    return T_w_imu
 
-    listing = {i: _listing(ddir / f"image_0{i}" / "data") for i in cams}
-    depth_l = {i: _listing(ddir / "proj_depth" / "groundtruth" / f"image_0{i}") for i in cams}
-    sem_l = {i: _listing(ddir / "semantics" / f"image_0{i}") for i in cams}
-    velo_l = _listing(ddir / "velodyne_points" / "data")
-    key_ids = set(range(0, n, keyframe_every))
-    if not key_ids.intersection(ids):
-        raise DatasetError(
-            f"drive {name}: no keyframe among the selected frames (keyframes: every {keyframe_every}th frame)"
-        )
 
-    K = {}
-    for i in cams:  # intrinsics at the images' size (KITTI's are S_rect_0i; a resized copy is scaled)
-        K[i] = cal["K"][i]
-        first = ddir / f"image_0{i}" / "data" / f"{ids[0]:010d}.png"
-        S = cal["S_rect"][i]
-        if S is not None and first.is_file():
-            W, H = _image_size(first)
-            if (W, H) != S:
-                K[i] = scale_intrinsics(K[i], W / S[0], H / S[1])
-                log.info(
-                    "drive %s, cam%d: images are %dx%d, S_rect_0%d %gx%g: K scaled", name, i, W, H, i, *S
-                )
-
-    out: list[Frame] = []
-    for f in ids:
-        fname = f"{f:010d}"
-        images = {}
-        for i in cams:
-            rel = f"{date}/{name}_sync/image_0{i}/data/{fname}.png"
-            if check and fname + ".png" not in listing[i]:
-                raise DatasetError(f"drive {name}, frame {f}, camera cam{i}: file not found: {base / rel}")
-            dp = next(
-                (ddir / "proj_depth" / "groundtruth" / f"image_0{i}" / (fname + e)
-                 for e in (".npy", ".png") if fname + e in depth_l[i]),
-                None,
-            )  # fmt: skip
-            sp = ddir / "semantics" / f"image_0{i}" / (fname + ".png") if fname + ".png" in sem_l[i] else None
-            images[f"cam{i}"] = CameraImage(
-                camera=f"cam{i}",
-                path=base / rel,
-                rel_path=rel,
-                K=K[i],
-                T_ego_from_cam=cal["T_ego_from_cam"][i],
-                depth_path=dp,
-                semantics_path=sp,
-                meta={"frame": f},
-            )
-        p = raw.oxts[f].packet
-        meta: dict[str, Any] = {"drive": name, "frame": f, "lat": p.lat, "lon": p.lon, "alt": p.alt}
-        key = f in key_ids
-        velo = fname + ".bin" in velo_l
-        occ = None
-        token = f"{name}_{fname}"
-        if key and gts_dir is not None:
-            q = gts_dir / name / token / "labels.npz"
-            occ = q if q.is_file() else None
-        out.append(
-            Frame(
-                token=token,
-                timestamp=float(times[f]),
-                keyframe=key,
-                T_world_from_ego=T_w_imu[f] @ T_imu_e,
-                images=images,
-                lidar_path=ddir / "velodyne_points" / "data" / f"{fname}.bin" if velo else None,
-                occupancy_path=occ,
-                T_ego_from_lidar=cal["T_ego_from_velo"] if velo else None,
-                meta=meta,
-            )
-        )
-    p0 = raw.oxts[0].packet
-    smeta = {
-        "date": date,
-        "drive": num,
-        "imu_height_m": h,
-        "T_ego_from_imu": T_ego_from_imu(h).tolist(),
-        "T_ego_from_velo": cal["T_ego_from_velo"].tolist(),
-        "world_origin_lat_lon_alt": [p0.lat, p0.lon, p0.alt],
-        "mercator_scale": float(np.cos(np.radians(p0.lat))),
-        "keyframes": f"every {keyframe_every}th frame",
+def _frame(
+    base: Path, drv: _DriveFiles, f: int, key: bool, packet, T_we: np.ndarray, K, cal: Calib, lst, sel
+) -> Frame:
+    """Frame ``f`` of a drive: its images, LiDAR scan, OXTS position, and (keyframes) Occ3D ground truth."""
+    fname = f"{f:010d}"
+    images = {f"cam{i}": _image(base, drv, f, i, K[i], cal, lst, sel.check) for i in sel.cams}
+    meta: dict[str, Any] = {
+        "drive": drv.name,
+        "frame": f,
+        "lat": packet.lat,
+        "lon": packet.lon,
+        "alt": packet.alt,
     }
-    return Scene(name=name, frames=out, meta=smeta)
+    velo = fname + ".bin" in lst.velodyne
+    occ = None
+    token = f"{drv.name}_{fname}"
+    if key and sel.gts_dir is not None:
+        q = sel.gts_dir / drv.name / token / "labels.npz"
+        occ = q if q.is_file() else None
+    return Frame(
+        token=token,
+        timestamp=float(drv.times[f]),
+        keyframe=key,
+        T_world_from_ego=T_we,
+        images=images,
+        lidar_path=drv.ddir / "velodyne_points" / "data" / f"{fname}.bin" if velo else None,
+        occupancy_path=occ,
+        T_ego_from_lidar=cal.T_ego_from_velo if velo else None,
+        meta=meta,
+    )
+
+
+def _image(
+    base: Path, drv: _DriveFiles, f: int, i: int, K: np.ndarray, cal: Calib, lst: _Listings, check: bool
+) -> CameraImage:
+    """Camera ``i``'s image of frame ``f``, with its depth / semantics ground truth when present."""
+    fname = f"{f:010d}"
+    rel = f"{drv.date}/{drv.name}_sync/image_0{i}/data/{fname}.png"
+    if check and fname + ".png" not in lst.images[i]:
+        raise DatasetError(f"drive {drv.name}, frame {f}, camera cam{i}: file not found: {base / rel}")
+    depth_dir = drv.ddir / "proj_depth" / "groundtruth" / f"image_0{i}"
+    dp = next((depth_dir / (fname + e) for e in (".npy", ".png") if fname + e in lst.depth[i]), None)
+    sem = drv.ddir / "semantics" / f"image_0{i}" / (fname + ".png")
+    return CameraImage(
+        camera=f"cam{i}",
+        path=base / rel,
+        rel_path=rel,
+        K=K,
+        T_ego_from_cam=cal.T_ego_from_cam[i],
+        depth_path=dp,
+        semantics_path=sem if fname + ".png" in lst.semantics[i] else None,
+        meta={"frame": f},
+    )

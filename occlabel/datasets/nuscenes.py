@@ -53,118 +53,41 @@ Options (``--version``, ``--split``, ``--dataset-option KEY=VALUE`` on the comma
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import os
 from bisect import bisect_left
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from occlabel.datasets.base import (
-    CameraImage,
-    Dataset,
-    Frame,
-    Scene,
-    rigid_transform,
-    rotation_from_quaternion,
+from occlabel.datasets.base import CameraImage, Dataset, Frame, Scene
+from occlabel.datasets.nuscenes_tables import (
+    CAMERAS,
+    DEPTH_FIELD,
+    LIDAR,
+    SEMANTICS_FIELD,
+    VERSIONS,
+    _devkit,
+    _Files,
+    _intrinsics,
+    _pose,
+    open_tables,
+    parse_options,
+    resolve_sweeps,
+    select_cameras,
+    select_scenes,
+    tables_dir,
 )
+from occlabel.datasets.options import gts_option
 from occlabel.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-VERSIONS = ("v1.0-mini", "v1.0-trainval", "v1.0-test")
-CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
-LIDAR = "LIDAR_TOP"
-DEPTH_FIELD = "occlabel_depth"
-SEMANTICS_FIELD = "occlabel_semantics"
+__all__ = ["CAMERAS", "CAMERA_HZ", "DEPTH_FIELD", "LIDAR", "SEMANTICS_FIELD", "VERSIONS", "load_nuscenes"]
+
 CAMERA_HZ = 12.0  # nominal camera rate; the measured period of the reference camera is used when known
-
-
-def _devkit():
-    """The devkit's database class and split table, imported on first use."""
-    try:
-        from nuscenes.nuscenes import NuScenes
-        from nuscenes.utils.splits import create_splits_scenes
-    except ImportError as e:
-        raise DatasetError(
-            f"the nuscenes dataset needs nuscenes-devkit: pip install 'occlabel[nuscenes]' ({e})"
-        ) from None
-    return NuScenes, create_splits_scenes
-
-
-def _names(value: Any, what: str) -> list[str] | None:
-    """None, "a,b" or [a, b] -> list of stripped strings (None when empty)."""
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, str):
-        out = [v.strip() for v in value.split(",") if v.strip()]
-    elif isinstance(value, list | tuple):
-        out = [str(v).strip() for v in value]
-    else:
-        raise DatasetError(f"nuscenes option {what!r}: expected a name or a list of names, got {value!r}")
-    return out or None
-
-
-def _pose(rec: dict, table: str, where: str, tables: Path) -> np.ndarray:
-    """<np.float64: 4, 4> from a record's ``translation`` (3) and ``rotation`` (unit quaternion w x y z)."""
-    at = f"{tables / (table + '.json')}: {table} {rec.get('token')!r} ({where})"
-    try:
-        t = np.asarray(rec["translation"], np.float64)
-        q = np.asarray(rec["rotation"], np.float64)
-    except (KeyError, TypeError, ValueError) as e:
-        raise DatasetError(f"{at}: missing or malformed field {e}") from None
-    if t.shape != (3,) or q.shape != (4,):
-        raise DatasetError(f"{at}: translation must have 3 numbers and rotation 4 (w, x, y, z)")
-    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
-        raise DatasetError(f"{at}: contains NaN or infinity")
-    n = float(np.linalg.norm(q))
-    if abs(n - 1.0) > 1e-3:
-        raise DatasetError(
-            f"{at}: field 'rotation' is not a unit quaternion (norm {n:.6g}): not a rigid transform"
-        )
-    return rigid_transform(rotation_from_quaternion(q), t)
-
-
-def _intrinsics(rec: dict, where: str, tables: Path) -> np.ndarray:
-    at = f"{tables / 'calibrated_sensor.json'}: calibrated_sensor {rec.get('token')!r} ({where})"
-    try:
-        K = np.asarray(rec["camera_intrinsic"], np.float64)
-    except (KeyError, TypeError, ValueError):
-        raise DatasetError(f"{at}: field 'camera_intrinsic' missing or not numeric") from None
-    if K.shape != (3, 3) or not np.all(np.isfinite(K)):
-        raise DatasetError(f"{at}: field 'camera_intrinsic' must be a finite 3x3 matrix")
-    if not (K[0, 0] > 0 and K[1, 1] > 0 and np.allclose(K[2], [0, 0, 1]) and K[1, 0] == 0):
-        raise DatasetError(
-            f"{at}: field 'camera_intrinsic' is not a pinhole matrix [[fx,s,cx],[0,fy,cy],[0,0,1]]"
-        )
-    return K
-
-
-class _Files:
-    """Existence checks by one directory listing per directory (fast on 10^5-file nuScenes folders)."""
-
-    def __init__(self, root: Path, enabled: bool):
-        self.root = root
-        self.enabled = enabled
-        self._dirs: dict[str, set[str]] = {}
-
-    def exists(self, rel: str) -> bool:
-        d, _, name = rel.rpartition("/")
-        if d not in self._dirs:
-            try:
-                self._dirs[d] = set(os.listdir(self.root / d))
-            except OSError:
-                self._dirs[d] = set()
-        return name in self._dirs[d]
-
-    def require(self, rel: str, where: str) -> Path:
-        if self.enabled and not self.exists(rel):
-            raise DatasetError(f"{where}: file not found: {self.root / rel}")
-        return self.root / rel
 
 
 def load_nuscenes(
@@ -185,134 +108,18 @@ def load_nuscenes(
         DatasetError: one line naming the table, record, scene or file at fault.
     """
     root = Path(root).expanduser().resolve()
-    if not isinstance(version, str) or version not in VERSIONS:
-        raise DatasetError(f"unknown nuScenes version {version!r}; expected one of {', '.join(VERSIONS)}")
-    tables = root / version
-    if not tables.is_dir():
-        found = sorted(p.name for p in root.glob("v1.0-*") if p.is_dir()) if root.is_dir() else []
-        raise DatasetError(
-            f"{root}: no nuScenes tables for {version} (no {tables.name}/ directory; "
-            f"found: {', '.join(found) or 'none'}"
-            + (")" if root.is_dir() else "; the dataroot does not exist)")
-        )
+    tables = tables_dir(root, version)
     NuScenes, create_splits_scenes = _devkit()
-    scene_filter = _names(scenes, "scenes")
-    cams = _names(cameras, "cameras") or list(CAMERAS)
-    unknown = [c for c in cams if not c.startswith("CAM_")]
-    if unknown:
-        raise DatasetError(f"nuscenes option 'cameras': {', '.join(unknown)} not a camera channel (CAM_*)")
-    if split is not None:
-        splits = create_splits_scenes()
-        if split not in splits:
-            raise DatasetError(f"unknown nuScenes split {split!r}; expected one of {', '.join(splits)}")
-    if not isinstance(check_files, bool):
-        raise DatasetError(f"nuscenes option 'check_files': expected true or false, got {check_files!r}")
+    scene_filter, cams = parse_options(scenes, cameras, split, check_files, create_splits_scenes)
+    nusc = open_tables(NuScenes, version, root, tables)
+    by_name, names = select_scenes(nusc, version, split, scene_filter, tables, create_splits_scenes)
+    cams = select_cameras(nusc, cams, cameras, tables)
+    sweeps = resolve_sweeps(sweeps, root, cams)
+    gts_dir = gts_option(gts, "nuscenes", root / "gts")
 
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
-    except (AssertionError, OSError, KeyError, ValueError, IndexError, TypeError) as e:
-        raise DatasetError(f"{tables}: cannot load the nuScenes tables ({type(e).__name__}: {e})") from None
-
-    # ---------------------------------------------------------------- scene selection
-    by_name = {s["name"]: s for s in nusc.scene}
-    names = [s["name"] for s in nusc.scene]
-    if split is not None:
-        in_split = set(create_splits_scenes()[split])
-        names = [n for n in names if n in in_split]
-        if not names:
-            family = {"v1.0-mini": ("mini_train", "mini_val"), "v1.0-test": ("test",)}.get(
-                version, ("train", "val", "train_detect", "train_track")
-            )
-            hint = "" if split in family else f" ({version} has the splits {', '.join(family)})"
-            raise DatasetError(f"{tables}: split {split!r} has no scene in {version}{hint}")
-    if scene_filter is not None:
-        missing = [n for n in scene_filter if n not in by_name]
-        if missing:
-            raise DatasetError(
-                f"{tables}: scene {missing[0]!r} not in {version} (has {len(by_name)} scenes, e.g. "
-                f"{', '.join(list(by_name)[:3])})"
-            )
-        outside = [n for n in scene_filter if n not in names]
-        if outside:
-            raise DatasetError(f"{tables}: scene {outside[0]!r} is not in split {split!r}")
-        keep = set(scene_filter)
-        names = [n for n in names if n in keep]
-
-    channels = {s["channel"]: s["modality"] for s in nusc.sensor}
-    absent = [c for c in cams if c not in channels]
-    if absent and cameras is not None:
-        raise DatasetError(
-            f"{tables}: camera {absent[0]!r} not in the sensor table (has: {', '.join(channels)})"
-        )
-    cams = [c for c in cams if c in channels]
-    if not cams:
-        raise DatasetError(f"{tables}: no camera channel in the sensor table")
-
-    if sweeps == "auto":
-        sweeps = any((root / "sweeps" / c).is_dir() for c in cams)
-    elif not isinstance(sweeps, bool):
-        raise DatasetError(f"nuscenes option 'sweeps': expected true, false or auto, got {sweeps!r}")
-    if gts == "auto":
-        gts_dir = root / "gts" if (root / "gts").is_dir() else None
-    elif gts in (None, False, ""):
-        gts_dir = None
-    else:
-        gts_dir = Path(gts).expanduser().resolve()
-        if not gts_dir.is_dir():
-            raise DatasetError(f"nuscenes option 'gts': no such directory: {gts_dir}")
-
-    files = _Files(root, check_files)
-    wanted = {by_name[n]["token"] for n in names}
-    sample_scene = {s["token"]: s["scene_token"] for s in nusc.sample}
-    cam_set = set(cams)
-    per: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (scene token, channel) -> sample_data
-    for sd in nusc.sample_data:
-        if sd["channel"] in cam_set and (sweeps or sd["is_key_frame"]):
-            st = sample_scene.get(sd["sample_token"])
-            if st in wanted:
-                per[(st, sd["channel"])].append(sd)
-
-    cache: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-
-    def calib(sd: dict, where: str) -> tuple[np.ndarray, np.ndarray | None]:
-        tok = sd["calibrated_sensor_token"]
-        if tok not in cache:
-            cs = nusc.get("calibrated_sensor", tok)
-            is_cam = sd["channel"].startswith("CAM_")
-            K = _intrinsics(cs, where, tables) if is_cam else None
-            cache[tok] = (_pose(cs, "calibrated_sensor", where, tables), K)
-        return cache[tok]
-
-    def ego(sd: dict, where: str) -> np.ndarray:
-        return _pose(nusc.get("ego_pose", sd["ego_pose_token"]), "ego_pose", where, tables)
-
-    def image(sd: dict, sname: str) -> CameraImage:
-        where = f"scene {sname!r}, {sd['channel']} sample_data {sd['token']!r}"
-        T_ego_from_cam, K = calib(sd, where)
-        gt = {}
-        for field in (DEPTH_FIELD, SEMANTICS_FIELD):
-            if sd.get(field):
-                gt[field] = files.require(
-                    sd[field], f"{tables / 'sample_data.json'}: {where}, field {field!r}"
-                )
-        return CameraImage(
-            camera=sd["channel"],
-            path=files.require(sd["filename"], f"{tables / 'sample_data.json'}: {where}, field 'filename'"),
-            rel_path=sd["filename"],
-            K=K,
-            T_ego_from_cam=T_ego_from_cam,
-            T_world_from_ego=ego(sd, where),
-            depth_path=gt.get(DEPTH_FIELD),
-            semantics_path=gt.get(SEMANTICS_FIELD),
-            timestamp=sd["timestamp"] / 1e6,
-            meta={"sample_data_token": sd["token"]},
-        )
-
-    out: list[Scene] = []
-    for name in names:
-        sc = by_name[name]
-        out.append(_scene(nusc, sc, cams, per, image, calib, ego, files, gts_dir, tables))
+    reader = _Reader(nusc, tables, _Files(root, check_files), gts_dir)
+    per = _sample_data_by_channel(nusc, {by_name[n]["token"] for n in names}, cams, sweeps)
+    out = [_scene(reader, by_name[name], cams, per) for name in names]
     options = {
         "version": version,
         "split": split,
@@ -325,9 +132,121 @@ def load_nuscenes(
     return Dataset(kind="nuscenes", root=root, scenes=out, options=options)
 
 
-def _scene(nusc, sc: dict, cams, per, image, calib, ego, files: _Files, gts_dir, tables: Path) -> Scene:
+def _sample_data_by_channel(
+    nusc, wanted: set[str], cams: list[str], sweeps: bool
+) -> dict[tuple[str, str], list[dict]]:
+    """(scene token, channel) -> the camera sample_data of the wanted scenes (sweeps too when ``sweeps``)."""
+    sample_scene = {s["token"]: s["scene_token"] for s in nusc.sample}
+    cam_set = set(cams)
+    per: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for sd in nusc.sample_data:
+        if sd["channel"] in cam_set and (sweeps or sd["is_key_frame"]):
+            st = sample_scene.get(sd["sample_token"])
+            if st in wanted:
+                per[(st, sd["channel"])].append(sd)
+    return per
+
+
+class _Reader:
+    """Table look-ups of one loaded dataset as records: sensor calibration (cached), ego poses, images.
+
+    ``where`` arguments name the scene and record in error messages.
+    """
+
+    def __init__(self, nusc, tables: Path, files: _Files, gts_dir: Path | None):
+        self.nusc = nusc
+        self.tables = tables
+        self.files = files
+        self.gts_dir = gts_dir
+        self._calib: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def calib(self, sd: dict, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(T_ego_from_sensor <np.float64: 4, 4>, K <np.float64: 3, 3> or None for a non-camera)."""
+        tok = sd["calibrated_sensor_token"]
+        if tok not in self._calib:
+            cs = self.nusc.get("calibrated_sensor", tok)
+            is_cam = sd["channel"].startswith("CAM_")
+            K = _intrinsics(cs, where, self.tables) if is_cam else None
+            self._calib[tok] = (_pose(cs, "calibrated_sensor", where, self.tables), K)
+        return self._calib[tok]
+
+    def ego(self, sd: dict, where: str) -> np.ndarray:
+        """T_world_from_ego <np.float64: 4, 4> at a sample_data's instant."""
+        return _pose(self.nusc.get("ego_pose", sd["ego_pose_token"]), "ego_pose", where, self.tables)
+
+    def image(self, sd: dict, sname: str) -> CameraImage:
+        """The CameraImage of a camera sample_data (its own ego pose and time; ground truth when given)."""
+        where = f"scene {sname!r}, {sd['channel']} sample_data {sd['token']!r}"
+        at = f"{self.tables / 'sample_data.json'}: {where}"
+        T_ego_from_cam, K = self.calib(sd, where)
+        gt = {}
+        for field in (DEPTH_FIELD, SEMANTICS_FIELD):
+            if sd.get(field):
+                gt[field] = self.files.require(sd[field], f"{at}, field {field!r}")
+        return CameraImage(
+            camera=sd["channel"],
+            path=self.files.require(sd["filename"], f"{at}, field 'filename'"),
+            rel_path=sd["filename"],
+            K=K,
+            T_ego_from_cam=T_ego_from_cam,
+            T_world_from_ego=self.ego(sd, where),
+            depth_path=gt.get(DEPTH_FIELD),
+            semantics_path=gt.get(SEMANTICS_FIELD),
+            timestamp=sd["timestamp"] / 1e6,
+            meta={"sample_data_token": sd["token"]},
+        )
+
+
+@dataclass
+class _Slot:
+    """A frame to be: a sample (keyframe) or a reference-camera sweep, with the images matched to it.
+
+    Attributes:
+        tau: the reference camera's time of the frame, microseconds.
+        sample: the sample record of a keyframe; None for a sweep frame.
+        images: channel -> sample_data.
+        ref: the reference camera's sample_data of a sweep frame; None for a keyframe.
+    """
+
+    tau: float
+    sample: dict | None
+    images: dict[str, dict]
+    ref: dict | None = None
+
+
+def _scene(reader: _Reader, sc: dict, cams: list[str], per: dict[tuple[str, str], list[dict]]) -> Scene:
     """Records of one scene: keyframes from its samples, sweep frames grouped around the reference camera."""
-    name = sc["name"]
+    nusc, name = reader.nusc, sc["name"]
+    samples = _samples(nusc, sc, reader.tables)
+    cams = [c for c in cams if per.get((sc["token"], c)) or any(c in s["data"] for s in samples)]
+    if not cams:
+        raise DatasetError(f"{reader.tables}: scene {name!r} has no image of the selected cameras")
+    scene_sd = {c: per.get((sc["token"], c), []) for c in cams}
+    delta, delta_sample = _phases(nusc, samples, cams)
+    slots = _slots(nusc, samples, cams, scene_sd[cams[0]], delta_sample)
+    ref_times = sorted(sd["timestamp"] for sd in scene_sd[cams[0]])
+    period = float(np.median(np.diff(ref_times))) if len(ref_times) > 2 else 1e6 / CAMERA_HZ
+    dropped = _match_sweeps(slots, cams, scene_sd, delta, period)
+    if dropped:
+        log.info(
+            "nuscenes %s: %d camera sweeps matched no frame (or a frame twice) and were left out",
+            name,
+            dropped,
+        )
+    frames = _frames(reader, slots, name, cams)
+    log_rec = nusc.get("log", sc["log_token"]) if sc.get("log_token") else {}
+    meta = {
+        "token": sc["token"],
+        "log_token": sc.get("log_token"),
+        "location": log_rec.get("location"),
+        "description": sc.get("description"),
+        "reference_camera": cams[0],
+    }
+    return Scene(name=name, frames=frames, meta=meta)
+
+
+def _samples(nusc, sc: dict, tables: Path) -> list[dict]:
+    """The scene's samples in order, following ``next`` from ``first_sample_token`` (a cycle ends it)."""
     samples: list[dict] = []
     tok = sc.get("first_sample_token") or ""
     seen = set()
@@ -337,13 +256,15 @@ def _scene(nusc, sc: dict, cams, per, image, calib, ego, files: _Files, gts_dir,
         samples.append(s)
         tok = s["next"]
     if not samples:
-        raise DatasetError(f"{tables / 'scene.json'}: scene {name!r} has no keyframes (no samples)")
-    cams = [c for c in cams if per.get((sc["token"], c)) or any(c in s["data"] for s in samples)]
-    if not cams:
-        raise DatasetError(f"{tables}: scene {name!r} has no image of the selected cameras")
+        raise DatasetError(f"{tables / 'scene.json'}: scene {sc['name']!r} has no keyframes (no samples)")
+    return samples
+
+
+def _phases(nusc, samples: list[dict], cams: list[str]) -> tuple[dict[str, float], float]:
+    """Firing phase of every camera, and of the sample (LiDAR) time, relative to the reference camera
+    ``cams[0]``: the median over keyframes of the time offsets, microseconds (0 when never seen together)."""
     ref = cams[0]
 
-    # firing phase of every camera (and of the LiDAR / sample time) relative to the reference camera, us
     def phase(get) -> float:
         d = []
         for s in samples:
@@ -356,26 +277,41 @@ def _scene(nusc, sc: dict, cams, per, image, calib, ego, files: _Files, gts_dir,
         return lambda s: nusc.get("sample_data", s["data"][c])["timestamp"] if c in s["data"] else None
 
     delta = {c: (phase(key_time(c)) if c != ref else 0.0) for c in cams}
-    delta_sample = phase(lambda s: s["timestamp"])
+    return delta, phase(lambda s: s["timestamp"])
 
-    # frame slots: one per sample (keyframe) and one per reference-camera sweep
-    slots: list[dict[str, Any]] = []
+
+def _slots(
+    nusc, samples: list[dict], cams: list[str], ref_sd: list[dict], delta_sample: float
+) -> list[_Slot]:
+    """Frame slots in time order: one per sample (its key images) and one per reference-camera sweep."""
+    ref = cams[0]
+    slots: list[_Slot] = []
     for s in samples:
         t_ref = nusc.get("sample_data", s["data"][ref])["timestamp"] if ref in s["data"] else None
         tau = t_ref if t_ref is not None else s["timestamp"] - delta_sample
         imgs = {c: nusc.get("sample_data", s["data"][c]) for c in cams if c in s["data"]}
-        slots.append({"tau": tau, "sample": s, "images": imgs})
-    ref_sweeps = sorted((sd for sd in per.get((sc["token"], ref), []) if not sd["is_key_frame"]),
-                        key=lambda sd: sd["timestamp"])  # fmt: skip
-    slots += [{"tau": sd["timestamp"], "sample": None, "ref": sd, "images": {ref: sd}} for sd in ref_sweeps]
-    slots.sort(key=lambda s: s["tau"])
-    taus = [s["tau"] for s in slots]
-    ref_times = sorted(sd["timestamp"] for sd in per.get((sc["token"], ref), []))
-    period = float(np.median(np.diff(ref_times))) if len(ref_times) > 2 else 1e6 / CAMERA_HZ
+        slots.append(_Slot(tau=tau, sample=s, images=imgs))
+    ref_sweeps = sorted((sd for sd in ref_sd if not sd["is_key_frame"]), key=lambda sd: sd["timestamp"])
+    slots += [_Slot(tau=sd["timestamp"], sample=None, images={ref: sd}, ref=sd) for sd in ref_sweeps]
+    slots.sort(key=lambda s: s.tau)
+    return slots
+
+
+def _match_sweeps(
+    slots: list[_Slot],
+    cams: list[str],
+    scene_sd: dict[str, list[dict]],
+    delta: dict[str, float],
+    period: float,
+) -> int:
+    """Add every other camera's sweeps to the sweep slot nearest in time after removing the camera's phase
+    (in place); returns how many were left out (farther than half a ``period`` (us), or a keyframe's slot,
+    or a second image for a slot: the nearer one is kept)."""
+    taus = [s.tau for s in slots]
     dropped = 0
     for c in cams[1:]:
         best: dict[int, float] = {}
-        for sd in per.get((sc["token"], c), []):
+        for sd in scene_sd[c]:
             if sd["is_key_frame"]:
                 continue
             target = sd["timestamp"] - delta[c]
@@ -383,7 +319,7 @@ def _scene(nusc, sc: dict, cams, per, image, calib, ego, files: _Files, gts_dir,
             cands = [k for k in (j - 1, j) if 0 <= k < len(taus)]
             k = min(cands, key=lambda k: abs(taus[k] - target))
             res = abs(taus[k] - target)
-            if slots[k]["sample"] is not None or res > 0.5 * period:
+            if slots[k].sample is not None or res > 0.5 * period:
                 dropped += 1
                 continue
             if k in best:
@@ -391,68 +327,58 @@ def _scene(nusc, sc: dict, cams, per, image, calib, ego, files: _Files, gts_dir,
                 if res >= best[k]:
                     continue
             best[k] = res
-            slots[k]["images"][c] = sd
-    if dropped:
-        log.info(
-            "nuscenes %s: %d camera sweeps matched no frame (or a frame twice) and were left out",
-            name,
-            dropped,
-        )
+            slots[k].images[c] = sd
+    return dropped
 
-    # frame time and pose; sweep frames strictly between their neighbouring keyframes
-    key_ts = [s["sample"]["timestamp"] for s in slots if s["sample"] is not None]
+
+def _frames(reader: _Reader, slots: list[_Slot], name: str, cams: list[str]) -> list[Frame]:
+    """Frames of the slots; a sweep frame not strictly between its neighbouring keyframes is left out."""
+    key_ts = [s.sample["timestamp"] for s in slots if s.sample is not None]
     frames: list[Frame] = []
     for s in slots:
-        if s["sample"] is not None:
-            frames.append(_keyframe(nusc, s, name, cams, image, calib, ego, files, gts_dir))
+        if s.sample is not None:
+            frames.append(_keyframe(reader, s, name, cams))
             continue
-        t = s["tau"]
+        t = s.tau
         i = bisect_left(key_ts, t)
         if (i > 0 and t <= key_ts[i - 1]) or (i < len(key_ts) and t >= key_ts[i]):
             continue
-        sd = s["ref"]
-        where = f"scene {name!r}, {ref} sample_data {sd['token']!r}"
+        sd = s.ref
+        where = f"scene {name!r}, {cams[0]} sample_data {sd['token']!r}"
         frames.append(
             Frame(
                 token=sd["token"],
                 timestamp=t / 1e6,
                 keyframe=False,
-                T_world_from_ego=ego(sd, where),
-                images={c: image(s["images"][c], name) for c in cams if c in s["images"]},
+                T_world_from_ego=reader.ego(sd, where),
+                images={c: reader.image(s.images[c], name) for c in cams if c in s.images},
                 meta={"sample_data_token": sd["token"], "sample_token": sd["sample_token"]},
             )
         )
-    log_rec = nusc.get("log", sc["log_token"]) if sc.get("log_token") else {}
-    meta = {
-        "token": sc["token"],
-        "log_token": sc.get("log_token"),
-        "location": log_rec.get("location"),
-        "description": sc.get("description"),
-        "reference_camera": ref,
-    }
-    return Scene(name=name, frames=frames, meta=meta)
+    return frames
 
 
-def _keyframe(nusc, slot: dict, sname: str, cams, image, calib, ego, files: _Files, gts_dir) -> Frame:
-    s = slot["sample"]
-    images = {c: image(slot["images"][c], sname) for c in cams if c in slot["images"]}
+def _keyframe(reader: _Reader, slot: _Slot, sname: str, cams: list[str]) -> Frame:
+    """The keyframe of a sample: its images, LIDAR_TOP pose and scan, Occ3D labels when present."""
+    s = slot.sample
+    images = {c: reader.image(slot.images[c], sname) for c in cams if c in slot.images}
     if not images:
         raise DatasetError(f"scene {sname!r}, sample {s['token']!r}: no image of the selected cameras")
     lidar_path = T_ego_from_lidar = None
     meta: dict[str, Any] = {"sample_token": s["token"]}
     if LIDAR in s["data"]:
-        lsd = nusc.get("sample_data", s["data"][LIDAR])
+        lsd = reader.nusc.get("sample_data", s["data"][LIDAR])
         where = f"scene {sname!r}, sample {s['token']!r}, {LIDAR} sample_data {lsd['token']!r}"
-        T_we = ego(lsd, where)
+        T_we = reader.ego(lsd, where)
         meta["lidar_sample_data_token"] = lsd["token"]
-        if files.exists(lsd["filename"]):
-            lidar_path = files.root / lsd["filename"]
-            T_ego_from_lidar = calib(lsd, where)[0]
+        if reader.files.exists(lsd["filename"]):
+            lidar_path = reader.files.root / lsd["filename"]
+            T_ego_from_lidar = reader.calib(lsd, where)[0]
     else:  # no LiDAR in this sample: the first camera's pose and the sample's time
         T_we = next(iter(images.values())).T_world_from_ego
     occ = None
-    if gts_dir is not None:
-        p = gts_dir / sname / s["token"] / "labels.npz"
+    if reader.gts_dir is not None:
+        p = reader.gts_dir / sname / s["token"] / "labels.npz"
         occ = p if p.is_file() else None
     return Frame(
         token=s["token"],

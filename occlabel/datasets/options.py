@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from occlabel.errors import OccLabelError
+from occlabel.errors import DatasetError, OccLabelError
 
 #: named setting -> (adapter option it sets, the adapters that take it)
 NAMED_OPTIONS = {
@@ -32,4 +33,20 @@ def adapter_options(
     return opts
 
 
-__all__ = ["NAMED_OPTIONS", "adapter_options"]
+def gts_option(gts: Any, kind: str, *auto: Path) -> Path | None:
+    """The Occ3D-layout ground-truth directory of an adapter's ``gts`` option, or None.
+
+    "auto": the first of ``auto`` that is a directory (None when none is); None, False or "": None;
+    else the directory named, which must exist (a one-line DatasetError naming ``kind``'s option).
+    """
+    if gts == "auto":
+        return next((d for d in auto if d.is_dir()), None)
+    if gts in (None, False, ""):
+        return None
+    gts_dir = Path(gts).expanduser().resolve()
+    if not gts_dir.is_dir():
+        raise DatasetError(f"{kind} option 'gts': no such directory: {gts_dir}")
+    return gts_dir
+
+
+__all__ = ["NAMED_OPTIONS", "adapter_options", "gts_option"]

@@ -1,6 +1,5 @@
-"""What a store holds (``occlabel info``), read-only; and, until they move into their stages, the
-calibrate-depth and voxelize to-do planners behind ``--dry-run`` (extract-2d's is
-:func:`occlabel.stages.extract_2d.plan`; the table is :func:`occlabel.cli.dispatch.format_plan`).
+"""What a store holds (``occlabel info``), read-only. (The to-do planners behind ``--dry-run`` are the stages'
+own ``plan`` functions; their table is :func:`occlabel.cli.dispatch.format_plan`.)
 
 Built on the public readers (open_cache, open_labels) and the stores' recorded attributes; nothing here
 opens a store for writing.
@@ -65,8 +64,7 @@ def labels_array_bytes(path: str | Path) -> dict[str, int]:
 
 def cache_info(path: str | Path) -> dict[str, Any]:
     """Scenes, cameras, frames and what every stage has done in a CACHE.zarr, plus provenance and sizes."""
-    from occlabel.errors import StoreError
-    from occlabel.store.cache import CALIBRATION_CUES, FLAGS, open_cache
+    from occlabel.store.cache import open_cache
 
     path = Path(path)
     cache = open_cache(path)
@@ -77,31 +75,7 @@ def cache_info(path: str | Path) -> dict[str, Any]:
         smeta = cache.scene_meta(s)
         cams = []
         for c in cache.cameras(s):
-            geo = cache.geometry(s, c)
-            present = geo["present"].astype(bool)
-            row: dict[str, Any] = {"camera": c, "images": int(present.sum())}
-            cm = cache.camera_meta(s, c)
-            row["size"] = [cm.get("width"), cm.get("height")]
-            row["depth"] = {
-                k: int((cache.depth_done(s, c, k).astype(bool) & present).sum())
-                for k in cache.depth_keys(s, c)
-            }
-            row["semantics"] = {
-                k: int((cache.semantics_done(s, c, k).astype(bool) & present).sum())
-                for k in cache.semantic_keys(s, c)
-            }
-            row["calibrated"] = 0
-            row["flags"] = {}
-            row["cues"] = {}
-            try:
-                cal = cache.read_calibration(s, c)
-                done = cal["done"].astype(bool) & present
-                row["calibrated"] = int(done.sum())
-                row["flags"] = {k: int(((cal["flags"] & bit) > 0)[done].sum()) for k, bit in FLAGS.items()}
-                if "cue" in cal:
-                    row["cues"] = {k: int((cal["cue"] == v)[done].sum()) for k, v in CALIBRATION_CUES.items()}
-            except StoreError:
-                pass
+            row = _camera_row(cache, s, c)
             n_images += row["images"]
             cams.append(row)
         scenes.append(
@@ -130,6 +104,39 @@ def cache_info(path: str | Path) -> dict[str, Any]:
         "bytes_by_array": cache_array_bytes(path),
         "bytes_per_image": total / n_images if n_images else None,
     }
+
+
+def _camera_row(cache, s: str, c: str) -> dict[str, Any]:
+    """One camera of a cache scene for :func:`cache_info`: images present, size, depth / semantics done per
+    key, frames calibrated, flag and cue counts (zeros when never calibrated)."""
+    from occlabel.errors import StoreError
+    from occlabel.store.cache import CALIBRATION_CUES, FLAGS
+
+    geo = cache.geometry(s, c)
+    present = geo["present"].astype(bool)
+    row: dict[str, Any] = {"camera": c, "images": int(present.sum())}
+    cm = cache.camera_meta(s, c)
+    row["size"] = [cm.get("width"), cm.get("height")]
+    row["depth"] = {
+        k: int((cache.depth_done(s, c, k).astype(bool) & present).sum()) for k in cache.depth_keys(s, c)
+    }
+    row["semantics"] = {
+        k: int((cache.semantics_done(s, c, k).astype(bool) & present).sum())
+        for k in cache.semantic_keys(s, c)
+    }
+    row["calibrated"] = 0
+    row["flags"] = {}
+    row["cues"] = {}
+    try:
+        cal = cache.read_calibration(s, c)
+        done = cal["done"].astype(bool) & present
+        row["calibrated"] = int(done.sum())
+        row["flags"] = {k: int(((cal["flags"] & bit) > 0)[done].sum()) for k, bit in FLAGS.items()}
+        if "cue" in cal:
+            row["cues"] = {k: int((cal["cue"] == v)[done].sum()) for k, v in CALIBRATION_CUES.items()}
+    except StoreError:
+        pass
+    return row
 
 
 def labels_info(path: str | Path) -> dict[str, Any]:
@@ -209,53 +216,67 @@ def _stage_line(name: str, rec: dict[str, Any]) -> str:
 
 
 def format_info(info: dict[str, Any]) -> str:
-    """The text ``occlabel info`` prints."""
-    lines = []
+    """The text ``occlabel info`` prints (``info``: :func:`cache_info` or :func:`labels_info`)."""
     if info["kind"] == "cache":
-        ds = info.get("dataset") or {}
-        lines.append(f"{info['path']}: occlabel cache, {human_bytes(info['bytes'])} on disk")
+        return "\n".join(_cache_header(info) + _cache_table(info))
+    return "\n".join(_labels_header(info) + _labels_run(info) + _labels_table(info))
+
+
+def _cache_header(info: dict[str, Any]) -> list[str]:
+    """A cache's path and size, dataset, provenance, default results, and one line per 2D/calibration stage."""
+    ds = info.get("dataset") or {}
+    lines = [f"{info['path']}: occlabel cache, {human_bytes(info['bytes'])} on disk"]
+    lines.append(
+        f"  dataset          {ds.get('kind', '?')} {ds.get('root', '?')}  {ds.get('options') or ''}".rstrip()
+    )
+    lines.append(f"  created          {info.get('created') or '?'} by {_prov(info['provenance'])}")
+    lines.append(
+        f"  results          depth {info['default_depth'] or '-'}, semantics {info['default_semantics'] or '-'} (defaults)"
+    )
+    for name in ("extract_2d", "calibrate_depth"):
+        rec = info["stages"].get(name)
+        state = _stage_line(name, rec) if rec else "not run"
+        lines.append(f"  {name.replace('_', '-'):<17}{state}")
+        if rec:
+            lines.append(f"  {'':17}{_prov(rec)}")
+    return lines
+
+
+def _cache_table(info: dict[str, Any]) -> list[str]:
+    """A blank line, the scene x camera table of done counts, the totals and the size per image."""
+    lines = [""]
+    lines.append(
+        f"  {'scene':<16}{'camera':<14}{'frames':>7}{'images':>8}{'depth':>9}{'semantics':>11}{'calibrated':>12}  flagged"
+    )
+    for s in info["scenes"]:
+        for c in s["cameras"]:
+            d = max(c["depth"].values(), default=0)
+            sm = max(c["semantics"].values(), default=0)
+            flagged = ", ".join(f"{k} {v}" for k, v in c["flags"].items() if v) or "-"
+            n = c["images"]
+            cols = f"{d}/{n}".rjust(9) + f"{sm}/{n}".rjust(11) + f"{c['calibrated']}/{n}".rjust(12)
+            lines.append(f"  {s['scene']:<16}{c['camera']:<14}{s['frames']:>7}{n:>8}{cols}  {flagged}")
+    lines.append(
+        f"  {len(info['scenes'])} scene(s), {info['images']} images, "
+        f"{sum(s['keyframes'] for s in info['scenes'])} keyframes"
+    )
+    by = info["bytes_by_array"]
+    per = info["bytes_per_image"]
+    if per:
+        n = info["images"]
         lines.append(
-            f"  dataset          {ds.get('kind', '?')} {ds.get('root', '?')}  {ds.get('options') or ''}".rstrip()
+            f"  size per image {human_bytes(per)}: depth {human_bytes(by['depth'] / n)}, semantics "
+            f"{human_bytes(by['semantics'] / n)}, confidence {human_bytes(by['confidence'] / n)}, "
+            f"other {human_bytes(by['other'] / n)}"
         )
-        lines.append(f"  created          {info.get('created') or '?'} by {_prov(info['provenance'])}")
-        lines.append(
-            f"  results          depth {info['default_depth'] or '-'}, semantics {info['default_semantics'] or '-'} (defaults)"
-        )
-        for name in ("extract_2d", "calibrate_depth"):
-            rec = info["stages"].get(name)
-            state = _stage_line(name, rec) if rec else "not run"
-            lines.append(f"  {name.replace('_', '-'):<17}{state}")
-            if rec:
-                lines.append(f"  {'':17}{_prov(rec)}")
-        lines.append("")
-        lines.append(
-            f"  {'scene':<16}{'camera':<14}{'frames':>7}{'images':>8}{'depth':>9}{'semantics':>11}{'calibrated':>12}  flagged"
-        )
-        for s in info["scenes"]:
-            for c in s["cameras"]:
-                d = max(c["depth"].values(), default=0)
-                sm = max(c["semantics"].values(), default=0)
-                flagged = ", ".join(f"{k} {v}" for k, v in c["flags"].items() if v) or "-"
-                n = c["images"]
-                cols = f"{d}/{n}".rjust(9) + f"{sm}/{n}".rjust(11) + f"{c['calibrated']}/{n}".rjust(12)
-                lines.append(f"  {s['scene']:<16}{c['camera']:<14}{s['frames']:>7}{n:>8}{cols}  {flagged}")
-        lines.append(
-            f"  {len(info['scenes'])} scene(s), {info['images']} images, "
-            f"{sum(s['keyframes'] for s in info['scenes'])} keyframes"
-        )
-        by = info["bytes_by_array"]
-        per = info["bytes_per_image"]
-        if per:
-            n = info["images"]
-            lines.append(
-                f"  size per image {human_bytes(per)}: depth {human_bytes(by['depth'] / n)}, semantics "
-                f"{human_bytes(by['semantics'] / n)}, confidence {human_bytes(by['confidence'] / n)}, "
-                f"other {human_bytes(by['other'] / n)}"
-            )
-        return "\n".join(lines)
+    return lines
+
+
+def _labels_header(info: dict[str, Any]) -> list[str]:
+    """A labels store's path and size, grid, classes, source cache and keys, provenance."""
     g = info.get("grid") or {}
     shape = "x".join(map(str, g.get("shape", [])))
-    lines.append(f"{info['path']}: occlabel labels, {human_bytes(info['bytes'])} on disk")
+    lines = [f"{info['path']}: occlabel labels, {human_bytes(info['bytes'])} on disk"]
     lines.append(
         f"  grid             {g.get('name', '?')} {shape} @ {g.get('voxel_size', '?')} m, {g.get('frame', '?')} frame, "
         f"range {g.get('lower')} .. {g.get('upper')}"
@@ -270,6 +291,12 @@ def format_info(info: dict[str, Any]) -> str:
     lines.append(
         f"  created          {info.get('created') or '?'}; last written by {_prov(info['provenance'])}"
     )
+    return lines
+
+
+def _labels_run(info: dict[str, Any]) -> list[str]:
+    """The last voxelize run (keyframes, seconds, rate) when recorded, and the evaluation or "not run"."""
+    lines = []
     st = info.get("stats") or {}
     if st:
         sec = st.get("seconds") or {}
@@ -291,8 +318,12 @@ def format_info(info: dict[str, Any]) -> str:
         )
     else:
         lines.append("  evaluation       not run")
-    lines.append("")
-    lines.append(f"  {'scene':<20}{'samples':>9}{'done':>7}")
+    return lines
+
+
+def _labels_table(info: dict[str, Any]) -> list[str]:
+    """A blank line, samples done per scene, the total and the size per sample by array."""
+    lines = ["", f"  {'scene':<20}{'samples':>9}{'done':>7}"]
     for s in info["scenes"]:
         lines.append(f"  {s['scene']:<20}{s['samples']:>9}{s['done']:>7}")
     lines.append(f"  {len(info['scenes'])} scene(s), {info['samples']} samples done")
@@ -303,7 +334,7 @@ def format_info(info: dict[str, Any]) -> str:
             f"  size per sample {human_bytes(info['bytes_per_sample'])}: "
             + ", ".join(f"{k} {human_bytes(v / n)}" for k, v in by.items())
         )
-    return "\n".join(lines)
+    return lines
 
 
 __all__ = [

@@ -1,17 +1,20 @@
 """Headless pictures of voxel labels: palettes, a BEV with the ego car, an oblique 3D render, and labels
 projected into a camera image. Pure numpy (no OpenGL, no display); matplotlib only composes figures.
 
-Both the 3D render and the camera overlay are ray casts through the grid (:func:`cast_rays`: an exact
-voxel traversal, Amanatides & Woo), so every pixel shows the first occupied voxel along its ray — a
-z-buffer without holes at any distance. The 3D view is orthographic; the camera overlay uses the
+Both the 3D render and the camera overlay are ray casts through the grid
+(:func:`occlabel.viz.raycast.cast_rays`: an exact voxel traversal, Amanatides & Woo), so every pixel shows
+the first occupied voxel along its ray — a z-buffer without holes at any distance. The 3D view is orthographic; the camera overlay uses the
 camera's own intrinsics and pose (perspective).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from occlabel.conventions import FREE, OCC3D_CLASSES, SKY, SKY_COLOUR, UNLABELED, VoxelGrid
+from occlabel.viz.raycast import cast_rays
 
 #: colour of the ego car marker (crimson; no class of the built-in palettes uses it)
 EGO_RGB = (220, 20, 60)
@@ -114,87 +117,8 @@ def draw_ego_bev(ax, grid: VoxelGrid, T_ego_from_grid: np.ndarray | None = None)
 
 
 # --------------------------------------------------------------------------------------------------
-# Ray casting through a voxel grid
+# 3D render and camera overlay (ray casts: occlabel.viz.raycast)
 # --------------------------------------------------------------------------------------------------
-
-
-def cast_rays(
-    occupied: np.ndarray, origins: np.ndarray, dirs: np.ndarray, t_min: float = 0.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The first occupied voxel along each ray (exact 3D DDA traversal, vectorised over rays).
-
-    Args:
-        occupied: <bool: X, Y, Z> voxels that stop a ray.
-        origins: <float: N, 3> ray origins in voxel index units (voxel (i, j, k) spans [i, i+1) x ...).
-        dirs: <float: N, 3> ray directions in the same units (need not be unit length).
-        t_min: rays start at ``origins + t_min * dirs``.
-    Returns:
-        index <np.int64: N, 3> of the hit voxel (-1 where the ray hits nothing), t <np.float64: N> ray
-        parameter where it enters that voxel (inf where none), and axis <np.int8: N>: the axis (0 x, 1 y,
-        2 z) of the face it entered through (-1 when the ray starts inside the voxel).
-    """
-    occ = np.ascontiguousarray(occupied, bool)
-    shape = np.array(occ.shape, np.int64)
-    o = np.asarray(origins, np.float64).reshape(-1, 3)
-    d = np.asarray(dirs, np.float64).reshape(-1, 3)
-    n = len(o)
-    hit = np.full((n, 3), -1, np.int64)
-    hit_t = np.full(n, np.inf)
-    hit_axis = np.full(n, -1, np.int8)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.where(d != 0, 1.0 / np.where(d != 0, d, 1.0), np.inf)
-        ta, tb = (0 - o) * inv, (shape - o) * inv
-    zero = d == 0
-    inside = (o >= 0) & (o < shape)
-    t_lo = np.where(zero, np.where(inside, -np.inf, np.inf), np.minimum(ta, tb))
-    t_hi = np.where(zero, np.where(inside, np.inf, -np.inf), np.maximum(ta, tb))
-    t_enter, axis0, t_exit = t_lo.max(1), t_lo.argmax(1), t_hi.min(1)
-    start = np.maximum(t_enter, t_min)
-    rays = np.flatnonzero(start < t_exit)
-    if not len(rays):
-        return hit, hit_t, hit_axis
-    oo, dd, t = o[rays], d[rays], start[rays]
-    ax = np.where(t_enter[rays] >= t_min, axis0[rays], -1)
-    idx = np.floor(oo + dd * t[:, None]).astype(np.int64)
-    # entering through a face, the entry coordinate rounds onto the boundary: take the voxel behind it
-    r = np.flatnonzero(ax >= 0)
-    a = ax[r]
-    idx[r, a] = np.where(
-        dd[r, a] > 0,
-        np.ceil(oo[r, a] + dd[r, a] * t[r] - 0.5),
-        np.floor(oo[r, a] + dd[r, a] * t[r] + 0.5) - 1,
-    )
-    idx = np.clip(idx, 0, shape - 1)
-    step = np.sign(dd).astype(np.int64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        boundary = np.where(step > 0, idx + 1, idx).astype(np.float64)
-        tmax = np.where(step != 0, (boundary - oo) / np.where(dd != 0, dd, 1.0), np.inf)
-        tdelta = np.where(step != 0, np.abs(inv[rays]), np.inf)
-    strides = np.array([shape[1] * shape[2], shape[2], 1], np.int64)
-    flat = occ.ravel()
-    ax = ax.astype(np.int8)
-    alive = np.ones(len(rays), bool)
-    hi = shape - 1
-    while len(rays):
-        # rays that left the grid or hit keep stepping until the next compaction; they are masked out
-        h = flat[np.clip(idx, 0, hi) @ strides] & alive
-        if h.any():
-            hit[rays[h]] = idx[h]
-            hit_t[rays[h]] = t[h]
-            hit_axis[rays[h]] = ax[h]
-        a = np.argmin(tmax, 1)
-        k = np.arange(len(a))
-        t = tmax[k, a]
-        ia = idx[k, a] + step[k, a]
-        idx[k, a] = ia
-        tmax[k, a] += tdelta[k, a]
-        ax = a.astype(np.int8)
-        alive &= ~h & (ia >= 0) & (ia < shape[a])
-        n_alive = int(alive.sum())
-        if n_alive < 0.7 * len(alive):  # compact: fewer rays to step
-            rays, idx, t, tmax, tdelta, step, ax = (x[alive] for x in (rays, idx, t, tmax, tdelta, step, ax))
-            alive = np.ones(n_alive, bool)
-    return hit, hit_t, hit_axis
 
 
 def with_ego(semantics: np.ndarray, free: int, grid: VoxelGrid, T_ego_from_grid: np.ndarray | None = None):
@@ -266,6 +190,52 @@ def render_oblique(
         sem = with_ego(sem, free, grid, T_ego_from_grid)
     occ = sem != free
     vs = grid.voxel_size
+    view = _view_axes(T_ego_from_grid, azimuth_deg, elevation_deg)
+    lower, upper = np.array(grid.lower), np.array(grid.upper)
+    centre = (lower + upper) / 2
+    pts = _framed_points(frame_points if frame_points is not None else occupied_points(sem, grid, free), grid)
+    plane = _image_plane(view, pts - centre, vs, width, aspect)
+    uu, vv = np.meshgrid(plane.cols, plane.rows)
+    depth = np.linalg.norm(upper - lower)
+    origins = centre + uu[..., None] * view.right + vv[..., None] * view.up + view.to_viewer * depth
+    o_idx = (origins.reshape(-1, 3) - lower) / vs
+    d_idx = np.broadcast_to(view.view / vs, o_idx.shape)
+    hit, t, axis = cast_rays(occ, o_idx, d_idx)
+    img = np.empty((plane.height * width, 3), np.uint8)
+    img[:] = BACKGROUND_RGB
+    ok = hit[:, 0] >= 0
+    colours = palette[sem[hit[ok, 0], hit[ok, 1], hit[ok, 2]]]
+    edge = None
+    if vs / plane.px >= 5:  # voxels big enough on screen: darken their edges so that cubes read as cubes
+        edge = _edge_pixels(o_idx[ok] + d_idx[ok] * t[ok, None], axis[ok])
+    img[ok] = _shade(colours, axis[ok], edge)
+    return img.reshape(plane.height, width, 3)
+
+
+def _framed_points(frame_points: np.ndarray, grid: VoxelGrid) -> np.ndarray:
+    """<np.float64: N, 3> the points a view frames (grid frame, metres): ``frame_points``, or the grid's
+    eight corners when there are none."""
+    pts = np.asarray(frame_points, np.float64).reshape(-1, 3)
+    if not len(pts):  # nothing occupied: the whole grid
+        lower, upper = np.array(grid.lower), np.array(grid.upper)
+        pts = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+        pts = lower + pts * (upper - lower)
+    return pts
+
+
+@dataclass(frozen=True)
+class _View:
+    """An orthographic view's unit vectors in the grid frame <3>: ``to_viewer`` (from the scene towards
+    the viewer), ``view`` (= -to_viewer), ``right`` and ``up`` (the image's axes)."""
+
+    to_viewer: np.ndarray
+    view: np.ndarray
+    right: np.ndarray
+    up: np.ndarray
+
+
+def _view_axes(T_ego_from_grid: np.ndarray | None, azimuth_deg: float, elevation_deg: float) -> _View:
+    """The view from ``azimuth_deg`` / ``elevation_deg`` (ego frame, degrees) with the ego's z up."""
     T = np.eye(4) if T_ego_from_grid is None else np.asarray(T_ego_from_grid, np.float64)
     R_grid_from_ego = T[:3, :3].T
     az, el = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
@@ -275,18 +245,28 @@ def render_oblique(
     right = np.cross(view, up_world)
     right /= np.linalg.norm(right)
     up = np.cross(right, view)
-    lower, upper = np.array(grid.lower), np.array(grid.upper)
-    centre = (lower + upper) / 2
-    if frame_points is None:
-        frame_points = occupied_points(sem, grid, free)
-    pts = np.asarray(frame_points, np.float64).reshape(-1, 3)
-    if not len(pts):  # nothing occupied: the whole grid
-        pts = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
-        pts = lower + pts * (upper - lower)
+    return _View(to_viewer=to_viewer, view=view, right=right, up=up)
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """The image plane's pixel grid: ``height`` rows of ``width`` pixels of ``px`` metres; pixel centres
+    at ``cols`` <W> (along right) and ``rows`` <H> (along up, top first), metres from the grid centre."""
+
+    width: int
+    height: int
+    px: float
+    cols: np.ndarray
+    rows: np.ndarray
+
+
+def _image_plane(view: _View, rel: np.ndarray, vs: float, width: int, aspect: float | None) -> _Plane:
+    """The pixel grid framing the cubes of side ``vs`` centred at ``rel`` <N, 3> (metres from the grid
+    centre), widened on its short side to ``aspect`` (width / height) when given, with a 4 % margin."""
     cube = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float) * vs / 2
-    u = (pts - centre) @ right
-    v = (pts - centre) @ up
-    du, dv = cube @ right, cube @ up
+    u = rel @ view.right
+    v = rel @ view.up
+    du, dv = cube @ view.right, cube @ view.up
     umin, umax = u.min() + du.min(), u.max() + du.max()
     vmin, vmax = v.min() + dv.min(), v.max() + dv.max()
     if aspect is not None:  # widen the short side to the requested width / height
@@ -301,28 +281,19 @@ def render_oblique(
     height = max(8, int(np.ceil((vmax - vmin + 2 * pad) / px)))
     cols = umin - pad + (np.arange(width) + 0.5) * px
     rows = vmax + pad - (np.arange(height) + 0.5) * px
-    uu, vv = np.meshgrid(cols, rows)
-    depth = np.linalg.norm(upper - lower)
-    origins = centre + uu[..., None] * right + vv[..., None] * up + to_viewer * depth
-    o_idx = (origins.reshape(-1, 3) - lower) / vs
-    d_idx = np.broadcast_to(view / vs, o_idx.shape)
-    hit, t, axis = cast_rays(occ, o_idx, d_idx)
-    img = np.empty((height * width, 3), np.uint8)
-    img[:] = BACKGROUND_RGB
-    ok = hit[:, 0] >= 0
-    colours = palette[sem[hit[ok, 0], hit[ok, 1], hit[ok, 2]]]
-    edge = None
-    if vs / px >= 5:  # voxels big enough on screen: darken their edges so that cubes read as cubes
-        p = o_idx[ok] + d_idx[ok] * t[ok, None]
-        frac = p - np.floor(p)
-        near = (frac < 0.07) | (frac > 0.93)
-        a = axis[ok]
-        edge = np.zeros(len(a), bool)
-        for k in range(3):
-            others = [j for j in range(3) if j != k]
-            edge |= (a == k) & (near[:, others[0]] | near[:, others[1]])
-    img[ok] = _shade(colours, axis[ok], edge)
-    return img.reshape(height, width, 3)
+    return _Plane(width=width, height=height, px=px, cols=cols, rows=rows)
+
+
+def _edge_pixels(p: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """<bool: M> hits near an edge of their voxel face: ``p`` <M, 3> hit points (voxel units), ``a`` <M>
+    the axis of the face entered; near = within 0.07 of a boundary along either other axis."""
+    frac = p - np.floor(p)
+    near = (frac < 0.07) | (frac > 0.93)
+    edge = np.zeros(len(a), bool)
+    for k in range(3):
+        others = [j for j in range(3) if j != k]
+        edge |= (a == k) & (near[:, others[0]] | near[:, others[1]])
+    return edge
 
 
 def project_labels(

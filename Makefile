@@ -103,6 +103,7 @@ bench: install
 	$(BIN)/python scripts/bench.py --out docs/benchmarks.md
 	$(BIN)/python scripts/bench_extract.py --out docs/benchmarks.md
 	$(BIN)/python scripts/bench_real.py --out docs/benchmarks.md
+	$(BIN)/python scripts/bench_ddad.py --out docs/benchmarks.md
 	$(BIN)/python scripts/bench_scale.py --out docs/benchmarks.md
 
 clean:

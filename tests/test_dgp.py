@@ -22,7 +22,7 @@ from occlabel.datasets.dgp import load_dgp, parse_timestamp_us, pose_matrix
 from occlabel.datasets.dgp_depth import lidar_in_camera, project_depth, read_boxes_3d
 from occlabel.errors import DatasetError
 
-DGP = SHARED_DATA / "ddad_dgp_test_scene"
+DGP = (SHARED_DATA / "ddad_dgp_test_scene").resolve()  # the adapter resolves its root
 SIX = ["CAMERA_01", "CAMERA_05", "CAMERA_06", "CAMERA_07", "CAMERA_08", "CAMERA_09"]
 
 

@@ -32,8 +32,9 @@ Semantics. ``none``: extract-2d with ``--semantic-model none`` (no sky mask, sky
 moving mask). ``stand-in``: ``files:`` label maps derived without any model, in Occ3D ids:
   - driveable_surface (11): LiDAR pixels whose ego-frame height is within 0.2 m of the road plane z = 0 (the
     ego origin of DDAD lies on the road, docs/datasets.md) and within 40 m of the camera, spread to the
-    pixels whose nearest LiDAR pixel is one of them (below the envelope). It also takes the flat ground
-    next to the road (what a road class often does).
+    pixels whose nearest LiDAR pixel is one of them and at most 6 working px away (so the ego car's own
+    body at the image bottom, where the LiDAR has no return, stays unlabelled). It also takes flat grass
+    and kerb-level ground next to the road (as a coarse road class may).
   - SKY (254): pixels above the LiDAR envelope that are above the horizon (the row of the level ray through
     the camera centre, from K and the extrinsic's pitch), bright (grey >= 0.45) and low-texture (local
     standard deviation over 7 x 7 px < 0.035), opened by a 3 x 3 structuring element. Trees and
@@ -92,7 +93,7 @@ SAMPLE = REPO.parent / "shared" / "data" / "ddad_dgp_test_scene"
 SCENE = "scene_02"
 DRIVEABLE = 11  # Occ3D driveable_surface
 MAX_DEPTH_M = 80.0  # LiDAR depths compared
-ROAD_BAND_M, ROAD_MAX_M = 0.2, 40.0
+ROAD_BAND_M, ROAD_MAX_M, ROAD_SPREAD_PX = 0.2, 40.0, 6.0
 ENVELOPE_COLS = 15
 SKY_GREY, SKY_STD, SKY_WIN = 0.45, 0.035, 7
 WRONG_SCALE = 0.10  # item 4: a frame whose |scale error| exceeds this is wrong
@@ -207,8 +208,8 @@ def standin_labels(image: np.ndarray, rows, cols, z, below, K: np.ndarray, T_ego
     road_pt = (np.abs(p_ego[:, 2]) <= ROAD_BAND_M) & (z <= ROAD_MAX_M)
     seed = np.full((h, w), -1, np.int64)
     seed[rows, cols] = road_pt.astype(np.int64)
-    _, (ir, ic) = ndimage.distance_transform_edt(seed < 0, return_indices=True)
-    road = (seed[ir, ic] == 1) & below
+    dist, (ir, ic) = ndimage.distance_transform_edt(seed < 0, return_indices=True)
+    road = (seed[ir, ic] == 1) & below & (dist <= ROAD_SPREAD_PX)
     grey = image.mean(2)
     mean = ndimage.uniform_filter(grey, SKY_WIN)
     std = np.sqrt(np.maximum(ndimage.uniform_filter(grey**2, SKY_WIN) - mean**2, 0))
